@@ -1,0 +1,1 @@
+"""Synthetic NanoAOD generator with known truth."""

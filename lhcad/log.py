@@ -1,0 +1,50 @@
+"""Logging and progress bars shared by every lhcad command.
+
+One logger per module (``logging.getLogger(__name__)``); :func:`setup` installs a rich handler once.
+:func:`progress` returns a rich progress bar that stays quiet when output is not a terminal or when
+``--quiet`` was given.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+console = Console(stderr=True)
+_state = {"quiet": False}
+
+
+def setup(verbose: int = 0, quiet: bool = False) -> None:
+    """Configure the ``lhcad`` logger: WARNING when quiet, INFO by default, DEBUG with ``-v``."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    _state["quiet"] = quiet
+    root = logging.getLogger("lhcad")
+    root.setLevel(level)
+    if not any(isinstance(h, RichHandler) for h in root.handlers):
+        root.addHandler(RichHandler(console=console, show_path=False, rich_tracebacks=False))
+    root.propagate = False
+
+
+def progress(**kwargs) -> Progress:
+    """A rich progress bar (disabled with ``--quiet``)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=_state["quiet"] or kwargs.pop("disable", False),
+        transient=kwargs.pop("transient", False),
+        **kwargs,
+    )

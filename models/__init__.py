@@ -1,0 +1,1 @@
+"""Anomaly-detection estimators (scikit-learn style: fit / score_samples / save / load)."""

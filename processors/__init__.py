@@ -1,0 +1,1 @@
+"""coffea processors that turn NanoAOD into the lhcad Zarr feature store."""
