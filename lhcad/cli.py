@@ -32,6 +32,7 @@ _GROUPS: list[tuple[str, str, str]] = [
 # (command name, module, function) — single commands at the top level.
 _COMMANDS: list[tuple[str, str, str]] = [
     ("run", "lhcad.pipeline", "run_command"),
+    ("report", "lhcad.report", "report_command"),
 ]
 
 

@@ -1,15 +1,22 @@
 """``lhcad run``: the configured stages in order, each reading and writing the Zarr store.
 
-Stage functions take ``(config, context)`` and return a dict of figures and artefact paths that goes
-into ``summary.json``. They are registered in :data:`STAGE_FUNCTIONS` as ``"module:function"``
-strings (imported only when the stage runs) when the stage is implemented.
+Stage functions take ``(config, context)`` and return a dict ``{"figures": {...}, "plots": [...],
+"artefacts": {...}}`` that goes into ``summary.json``. They are registered in
+:data:`STAGE_FUNCTIONS` as ``"module:function"`` strings (imported only when the stage runs).
+
+Every stage is keyed by a hash of its own config section, the keys of the stages it reads from and
+the lhcad version (:func:`stage_keys`). A finished stage leaves ``<workdir>/.stages/<stage>.json``
+with its key and result; a rerun skips a stage whose key is unchanged, so a changed config
+recomputes only what depends on it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +24,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+import lhcad
 from lhcad import config as _config
 from lhcad.log import console
 
@@ -34,12 +42,29 @@ STAGE_DESCRIPTIONS = {
     "report": "self-contained HTML report + summary.json",
 }
 
+# Which config sections and upstream stages each stage's output depends on.
+STAGE_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "generate": (("generate",), ()),
+    "process": (("process",), ("generate",)),
+    "train": (("train", "cluster"), ("process",)),
+    "score": (("train",), ("train",)),
+    "stats": (("stats",), ("score",)),
+    "dqm": (("dqm",), ("process",)),
+    "l1": (("l1",), ("process",)),
+    "deploy": (("deploy",), ("l1",)),
+    "report": ((), ("generate", "process", "train", "score", "stats", "dqm", "l1", "deploy")),
+}
+
 # stage name -> "module:function"; a stage is listed once it is implemented.
-STAGE_FUNCTIONS: dict[str, str] = {}
+STAGE_FUNCTIONS: dict[str, str] = {
+    "report": "lhcad.report:pipeline_stage",
+}
 
 
 @dataclass
 class RunContext:
+    """What a stage function gets besides the config: where to write, and the results so far."""
+
     config: _config.PipelineConfig
     config_path: str
     summary: dict[str, Any] = field(default_factory=dict)
@@ -49,8 +74,45 @@ class RunContext:
         return Path(self.config.workdir)
 
 
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stage_keys(cfg: _config.PipelineConfig) -> dict[str, str]:
+    """Hash key of every stage: its config sections, upstream keys, store path and lhcad version."""
+    keys: dict[str, str] = {}
+    dump = cfg.model_dump(mode="json")
+    for stage in _config.STAGES:
+        sections, upstream = STAGE_INPUTS[stage]
+        keys[stage] = _digest(
+            {
+                "stage": stage,
+                "config": {s: dump[s] for s in sections},
+                "upstream": {u: keys[u] for u in upstream if u in cfg.stages},
+                "store": cfg.store,
+                "version": lhcad.__version__,
+            }
+        )
+    return keys
+
+
+def _marker(cfg: _config.PipelineConfig, stage: str) -> Path:
+    return Path(cfg.workdir) / ".stages" / f"{stage}.json"
+
+
+def _done(cfg: _config.PipelineConfig, stage: str, key: str) -> dict | None:
+    """The stored result of ``stage`` if it finished with the same key, else None."""
+    path = _marker(cfg, stage)
+    try:
+        record = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return record.get("result") if record.get("key") == key else None
+
+
 def plan(cfg: _config.PipelineConfig) -> list[dict[str, Any]]:
-    """The ordered stages of a run with what each will do."""
+    """The ordered stages of a run: what each does, whether it is available and already done."""
+    keys = stage_keys(cfg)
     rows = []
     for stage in _config.STAGES:
         if stage not in cfg.stages:
@@ -60,6 +122,8 @@ def plan(cfg: _config.PipelineConfig) -> list[dict[str, Any]]:
                 "stage": stage,
                 "what": STAGE_DESCRIPTIONS[stage],
                 "available": stage in STAGE_FUNCTIONS,
+                "key": keys[stage],
+                "done": _done(cfg, stage, keys[stage]) is not None,
             }
         )
     return rows
@@ -70,40 +134,69 @@ def _resolve(stage: str):
     return getattr(importlib.import_module(module), func)
 
 
-def run(cfg: _config.PipelineConfig, config_path: str = "<config>") -> dict[str, Any]:
-    """Run every configured stage in order; returns the summary (also written to workdir)."""
-    missing = [r["stage"] for r in plan(cfg) if not r["available"]]
+def run(cfg: _config.PipelineConfig, config_path: str = "<config>", force: bool = False) -> dict[str, Any]:
+    """Run every configured stage in order (skipping finished ones); returns the summary."""
+    rows = plan(cfg)
+    missing = [r["stage"] for r in rows if not r["available"]]
     if missing:
         raise _config.ConfigError(
-            f"{config_path}: stages: {', '.join(missing)} not available in lhcad "
+            f"{config_path}: stages: {', '.join(missing)} not available in this lhcad "
             f"(available: {', '.join(STAGE_FUNCTIONS) or 'none'})"
         )
     ctx = RunContext(cfg, config_path)
     ctx.workdir.mkdir(parents=True, exist_ok=True)
-    for row in plan(cfg):
-        log.info("stage %s: %s", row["stage"], row["what"])
-        ctx.summary[row["stage"]] = _resolve(row["stage"])(cfg, ctx)
+    run_log = ctx.workdir / "run.log"
+    timings: dict[str, float] = {}
+    for row in rows:
+        stage = row["stage"]
+        previous = None if force else _done(cfg, stage, row["key"])
+        if previous is not None:
+            console.print(f"[dim]stage {stage}: done before (key {row['key']}), skipped[/]")
+            ctx.summary[stage] = previous
+            timings[stage] = 0.0
+            continue
+        console.rule(f"stage {stage}: {row['what']}")
+        t0 = time.perf_counter()
+        result = _resolve(stage)(cfg, ctx)
+        timings[stage] = time.perf_counter() - t0
+        ctx.summary[stage] = result
+        marker = _marker(cfg, stage)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": row["key"], "result": result}, indent=1, default=str))
+        tmp.replace(marker)  # atomic: a killed stage leaves no marker and reruns
+        with run_log.open("a") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {stage} key={row['key']} "
+                     f"wall_s={timings[stage]:.1f}\n")
+    summary = {"config": config_path, "lhcad_version": lhcad.__version__, "stage_wall_s": timings,
+               "stages": ctx.summary}
     out = ctx.workdir / "summary.json"
-    out.write_text(json.dumps(ctx.summary, indent=2, default=str))
-    return ctx.summary
+    out.write_text(json.dumps(summary, indent=2, default=str))
+    return summary
 
 
 def run_command(
     config: Annotated[Path, typer.Argument(help="Pipeline YAML config (e.g. configs/demo.yaml).")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan of stages and exit.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Rerun stages even if they finished before.")] = False,
 ) -> None:
     """Run the configured pipeline stages in order (generate → process → ... → report)."""
     cfg = _config.load(config)
     if dry_run:
-        table = Table(title=f"lhcad run {config} — plan", show_lines=False)
+        table = Table(title=f"lhcad run {config} — plan")
         for col in ("#", "stage", "what", "status"):
             table.add_column(col)
         for i, row in enumerate(plan(cfg), 1):
-            status = "will run" if row["available"] else "[red]not available[/]"
+            if not row["available"]:
+                status = "[red]not available[/]"
+            elif row["done"] and not force:
+                status = "[green]skip (done)[/]"
+            else:
+                status = "will run"
             table.add_row(str(i), row["stage"], row["what"], status)
         console.print(table)
         console.print(f"store: {cfg.store}   workdir: {cfg.workdir}   cluster: {cfg.cluster.type}"
                       f" ({cfg.cluster.workers} workers × {cfg.cluster.threads_per_worker} threads)")
         return
-    summary = run(cfg, str(config))
-    console.print(f"summary: {Path(cfg.workdir) / 'summary.json'} ({len(summary)} stages)")
+    summary = run(cfg, str(config), force=force)
+    console.print(f"summary: {Path(cfg.workdir) / 'summary.json'} ({len(summary['stages'])} stages)")
