@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench install clean help
+.PHONY: demo test bench install clean help chromium
 
 help:
 	@echo "make demo   - create .venv, install lhcad, run the whole pipeline on the embedded demo config"
@@ -29,12 +29,18 @@ $(VENV)/.installed-all: pyproject.toml $(VENV)/.torch
 	$(PIP) install -q -e ".[all]"
 	touch $@ $(VENV)/.installed-core
 
+# The report test drives a real headless Chromium (Debian package; CI runs as root).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing: run 'sudo apt-get install chromium' (needed by tests/test_report.py)"; exit 1; fi; }
+
 install: $(VENV)/.installed-core
 
 demo: $(VENV)/.installed-core
 	$(BIN)/lhcad run configs/demo.yaml
 
-test: $(VENV)/.installed-all
+test: $(VENV)/.installed-all chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-all
