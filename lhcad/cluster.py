@@ -26,15 +26,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lhcad.config import ClusterConfig
+from lhcad.config import ClusterConfig, ConfigError
 
 log = logging.getLogger(__name__)
 
 DASK_TYPES = {"dask-local", "dask-address", "dask-gateway", "dask-jobqueue", "dask-kubernetes"}
+
+
+class ClusterError(ConfigError):
+    """The configured back-end cannot be reached or started; the message names the config key.
+
+    A :class:`~lhcad.config.ConfigError`, so the CLI reports it as one line with exit code 2.
+    """
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
 
 
 def _jobqueue_cluster(cfg: ClusterConfig):
@@ -54,6 +67,48 @@ def _jobqueue_cluster(cfg: ClusterConfig):
     return classes[cfg.jobqueue_system](**opts)
 
 
+def _gateway_cluster(cfg: ClusterConfig):
+    from dask_gateway import Gateway
+
+    where = cfg.gateway_address or "the address in the dask config (gateway.address)"
+    error = None
+    try:
+        gateway = Gateway(cfg.gateway_address) if cfg.gateway_address else Gateway()
+        cluster = gateway.new_cluster(**cfg.gateway_options)
+    except Exception as exc:  # connection, auth and option errors all mean: no cluster
+        error = _one_line(exc)
+    if error is not None:
+        raise ClusterError(f"cluster.gateway_address: cannot start a cluster at {where}: {error}")
+    cluster.scale(cfg.workers)
+    return cluster
+
+
+def _kube_cluster(cfg: ClusterConfig):
+    from dask_kubernetes.operator import KubeCluster
+
+    opts = {"name": "lhcad", "n_workers": cfg.workers, "resource_timeout": int(cfg.timeout),
+            **cfg.kubernetes_options}
+    error = None
+    try:
+        return KubeCluster(**opts)
+    except Exception as exc:  # no kubeconfig, unreachable API server, operator not installed
+        error = _one_line(exc)
+    _forget_failed_kube_clusters(KubeCluster)
+    raise ClusterError(f"cluster.type 'dask-kubernetes': cannot create KubeCluster {opts['name']!r}: {error}")
+
+
+def _forget_failed_kube_clusters(kube_cluster_class) -> None:
+    """Work-around (dask-kubernetes 2026.3): a KubeCluster whose creation failed stays in
+    ``KubeCluster._instances`` and the atexit reaper then tries to delete it from the unreachable
+    API server, printing a long traceback after our one-line error. Drop those never-started ones.
+    """
+    from distributed.core import Status
+
+    for cluster in list(kube_cluster_class._instances):
+        if cluster.status != Status.running:
+            kube_cluster_class._instances.discard(cluster)
+
+
 def make_dask_cluster(cfg: ClusterConfig):
     """Create (but do not connect to) the Dask cluster object for ``cfg``; None for dask-address."""
     if cfg.type == "dask-local":
@@ -67,21 +122,20 @@ def make_dask_cluster(cfg: ClusterConfig):
             dashboard_address=None,
         )
     if cfg.type == "dask-gateway":
-        from dask_gateway import Gateway
-
-        gateway = Gateway(cfg.gateway_address) if cfg.gateway_address else Gateway()
-        cluster = gateway.new_cluster(**cfg.gateway_options)
-        cluster.scale(cfg.workers)
-        return cluster
+        return _gateway_cluster(cfg)
     if cfg.type == "dask-jobqueue":
         cluster = _jobqueue_cluster(cfg)
+        submit = cluster.job_cls.submit_command.split()[0]
+        if shutil.which(submit) is None:
+            cluster.close()
+            raise ClusterError(
+                f"cluster.jobqueue_system: {cfg.jobqueue_system!r} submits jobs with {submit!r}, "
+                "which is not on PATH (run lhcad on the facility's submit node)"
+            )
         cluster.scale(jobs=cfg.workers)
         return cluster
     if cfg.type == "dask-kubernetes":
-        from dask_kubernetes.operator import KubeCluster
-
-        opts = {"name": "lhcad", "n_workers": cfg.workers, **cfg.kubernetes_options}
-        return KubeCluster(**opts)
+        return _kube_cluster(cfg)
     if cfg.type == "dask-address":
         return None
     raise ValueError(f"cluster.type {cfg.type!r} has no Dask cluster")
@@ -122,8 +176,9 @@ class Cluster:
     ) -> list:
         """Run ``fn(item)`` for every item on this back-end, with a progress bar; results in order.
 
-        Dask tasks are retried ``retries`` times; a task that still fails raises (nothing is
-        silently dropped).
+        A failing task is retried ``retries`` times on every back-end (Dask's own task retries,
+        re-submission to the process pool, or a loop in-process); a task that still fails raises
+        its exception and the remaining tasks are cancelled (nothing is silently dropped).
         """
         from lhcad.log import progress
 
@@ -132,28 +187,60 @@ class Cluster:
         with progress() as bar:
             task = bar.add_task(desc, total=len(items))
             if self.client is not None:
-                from distributed import as_completed
-
-                futures = self.client.map(
-                    fn, items, retries=retries, pure=False,
-                    key=[f"{key_prefix or desc}-{i}" for i in range(len(items))] if key_prefix else None,
-                )
-                index = {f.key: i for i, f in enumerate(futures)}
-                for fut in as_completed(futures):
-                    results[index[fut.key]] = fut.result()
-                    bar.advance(task)
+                self._map_dask(fn, items, results, retries, key_prefix, lambda: bar.advance(task))
             elif self.config.type == "futures" and len(items) > 1:
-                from concurrent.futures import ProcessPoolExecutor
-
-                with ProcessPoolExecutor(max_workers=self.config.workers) as pool:
-                    for i, res in enumerate(pool.map(fn, items)):
-                        results[i] = res
-                        bar.advance(task)
+                self._map_pool(fn, items, results, retries, lambda: bar.advance(task))
             else:
                 for i, item in enumerate(items):
-                    results[i] = fn(item)
+                    results[i] = _call_with_retries(fn, item, retries)
                     bar.advance(task)
         return results
+
+    def _map_dask(self, fn, items, results, retries, key_prefix, advance) -> None:
+        from distributed import as_completed
+
+        keys = [f"{key_prefix}-{i}" for i in range(len(items))] if key_prefix else None
+        futures = self.client.map(fn, items, retries=retries, pure=False, key=keys)
+        index = {f.key: i for i, f in enumerate(futures)}
+        try:
+            for fut in as_completed(futures):
+                results[index[fut.key]] = fut.result()
+                advance()
+        except BaseException:
+            self.client.cancel(futures)
+            raise
+
+    def _map_pool(self, fn, items, results, retries, advance) -> None:
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        with ProcessPoolExecutor(max_workers=self.config.workers) as pool:
+            pending = {pool.submit(fn, item): (i, 0) for i, item in enumerate(items)}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i, attempt = pending.pop(fut)
+                    exc = fut.exception()
+                    if exc is None:
+                        results[i] = fut.result()
+                        advance()
+                    elif attempt < retries:
+                        log.warning("task %d failed (%s), retry %d/%d", i, _one_line(exc), attempt + 1, retries)
+                        pending[pool.submit(fn, items[i])] = (i, attempt + 1)
+                    else:
+                        for other in pending:
+                            other.cancel()
+                        raise exc
+
+
+def _call_with_retries(fn: Callable, item: Any, retries: int) -> Any:
+    for attempt in range(retries + 1):
+        try:
+            return fn(item)
+        except Exception as exc:
+            if attempt == retries:
+                raise
+            log.warning("task failed (%s), retry %d/%d", _one_line(exc), attempt + 1, retries)
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager
@@ -167,7 +254,19 @@ def open_cluster(cfg: ClusterConfig | None = None) -> Iterator[Cluster]:
 
     cluster = make_dask_cluster(cfg)
     try:
-        client = Client(cfg.address) if cluster is None else Client(cluster)
+        if cluster is None:
+            error = None
+            try:
+                client = Client(cfg.address, timeout=cfg.timeout)
+            except (OSError, TimeoutError) as exc:
+                error = _one_line(exc)
+            if error is not None:
+                raise ClusterError(
+                    f"cluster.address: no Dask scheduler answered at {cfg.address} within "
+                    f"{cfg.timeout:g} s: {error}"
+                )
+        else:
+            client = Client(cluster, timeout=cfg.timeout)
         log.info("Dask client %s (dashboard %s)", client.scheduler.address, client.dashboard_link)
         try:
             yield Cluster(cfg, client)

@@ -39,6 +39,9 @@ class ClusterConfig(_Strict):
     threads_per_worker: int = Field(1, ge=1)
     memory_limit: str = "auto"
     address: str | None = Field(None, description="scheduler address for dask-address")
+    timeout: float = Field(
+        60.0, gt=0, description="seconds to wait for a scheduler / gateway / Kubernetes API to answer"
+    )
     # dask-gateway
     gateway_address: str | None = None
     gateway_options: dict[str, Any] = Field(default_factory=dict)
@@ -59,29 +62,58 @@ class ClusterConfig(_Strict):
 
 # ----------------------------------------------------------------------------------------- generation
 class GenerateDijetConfig(_Strict):
-    events: int = Field(200_000, gt=0)
-    signal: str = "wprime_xy"
-    signal_events: int | None = Field(None, ge=0)
+    """``lhcad generate dijet``: QCD dijet background + an injected resonance (see lhcad.generate.dijet)."""
+
+    events: int = Field(200_000, gt=0, description="QCD background events in the 'data' dataset")
+    signal: str = Field("wprime_xy", description="signal name (lhcad.generate.signals.SIGNALS)")
+    signal_mass: float | None = Field(None, gt=0, description="M_A in GeV (default: the signal's)")
+    daughter_masses: tuple[float, float] | None = Field(None, description="masses of B and C in GeV")
+    signal_events: int | None = Field(None, ge=0, description="signal events injected into 'data'")
     s_over_b: float | None = Field(None, ge=0, description="S/B in the signal-region window")
+    sr: tuple[float, float] = Field((3300.0, 3700.0), description="signal-region m_jj window (GeV)")
     extra_background: int = Field(0, ge=0, description="SR-only background events for idealized AD")
-    test_events: int = Field(0, ge=0)
+    test_events: int = Field(0, ge=0, description="labelled SR test events (80 % QCD, 20 % signal)")
+    trigger_pt: float | None = Field(None, gt=0, description="keep events with leading AK8 pT above (GeV)")
     events_per_file: int = Field(500_000, gt=0)
     seed: int = 1
 
+    @model_validator(mode="after")
+    def _one_signal_amount(self) -> GenerateDijetConfig:
+        if self.signal_events is not None and self.s_over_b is not None:
+            raise ValueError("give either signal_events or s_over_b, not both")
+        if not self.sr[0] < self.sr[1]:
+            raise ValueError(f"sr must be (low, high) with low < high (got {self.sr})")
+        return self
+
 
 class GenerateDQMConfig(_Strict):
+    """``lhcad generate dqm``: Run 2 runs with per-LS luminosity and injected detector faults."""
+
     runs: int = Field(6, gt=0)
     bad_runs: int = Field(2, ge=0)
-    events_per_ls: int = Field(200, gt=0)
+    events_per_ls: int = Field(200, gt=0, description="mean events per LS at the fill's peak luminosity")
     ls_per_run: int = Field(300, gt=0)
-    faults: list[str] = Field(default_factory=lambda: ["hot_tower", "met_tail", "dead_sector", "pileup_spike"])
+    faults: list[Literal["hot_tower", "met_tail", "dead_sector", "pileup_spike"]] = Field(
+        default_factory=lambda: ["hot_tower", "met_tail", "dead_sector", "pileup_spike"]
+    )
     severity: float = Field(1.0, gt=0)
+    events_per_file: int = Field(500_000, gt=0)
     seed: int = 2
+
+    @model_validator(mode="after")
+    def _bad_le_runs(self) -> GenerateDQMConfig:
+        if self.bad_runs > self.runs:
+            raise ValueError(f"bad_runs ({self.bad_runs}) cannot exceed runs ({self.runs})")
+        return self
 
 
 class GenerateL1Config(_Strict):
-    events: int = Field(200_000, gt=0)
-    signal_events: int = Field(20_000, ge=0)
+    """``lhcad generate l1``: ADC2021-like SM mixture + BSM signals + a black box."""
+
+    events: int = Field(200_000, gt=0, description="SM background events")
+    signal_events: int = Field(20_000, ge=0, description="events of each BSM signal")
+    blackbox_events: int = Field(0, ge=0, description="events of the black-box mixture")
+    events_per_file: int = Field(500_000, gt=0)
     seed: int = 3
 
 
@@ -117,13 +149,55 @@ class TrainConfig(_Strict):
 
 
 class StatsConfig(_Strict):
+    """Bump hunt and limits in m_jj (see :mod:`lhcad.stats`)."""
+
+    sqrt_s: float = Field(13000.0, gt=0, description="centre-of-mass energy in GeV (x = m_jj/√s)")
+    fit_range: tuple[float, float] = Field((1800.0, 7000.0), description="m_jj range of the fits (GeV)")
+    resolution: tuple[float, float] = Field(
+        (1.0, 0.03), description="σ(m)/m = sqrt(s²/m + c²): stochastic s (√GeV), constant c"
+    )
+    bin_width_sigma: float = Field(1.0, gt=0, description="bin width in units of the m_jj resolution")
+    functions: list[Literal[3, 4, 5]] = Field(default_factory=lambda: [3, 4, 5])
+    ftest_alpha: float = Field(0.05, gt=0, lt=1, description="F-test threshold for more parameters")
     window_width: float = Field(400.0, gt=0)
     window_step: float = Field(100.0, gt=0)
     n_windows: int = Field(9, gt=0)
-    first_window: float = Field(3000.0, gt=0)
+    first_window: float = Field(3000.0, gt=0, description="low edge of the first SR window (GeV)")
     efficiencies: list[float] = Field(default_factory=lambda: [0.1, 0.01, 0.001])
-    score: str = "cathode"
-    toys: int = Field(1000, ge=0)
+    score: str = Field("cathode", description="AD method whose scores select events")
+    score_key: str = Field(
+        "auto",
+        description="'auto': per-window key '<score>__<lo>_<hi>', else the method's nearest window; or one key for all",
+    )
+    dataset: str = Field("data", description="dijet dataset searched (other datasets are ignored)")
+    toys: int = Field(1000, ge=0, description="pseudo-experiments of the global significance (pyBumpHunter)")
+    limit_masses: list[float] = Field(default_factory=lambda: [2500.0, 3000.0, 3500.0, 4000.0, 4500.0, 5000.0])
+    limit_efficiency: float = Field(1.0, gt=0, le=1, description="top-ε selection of the limit spectrum")
+    limit_toys: int = Field(0, ge=0, description="toys per μ point for toy-based limits (0: asymptotic only)")
+    luminosity: float | None = Field(None, gt=0, description="fb⁻¹; limits in fb when given, else in events")
+    signal_efficiency: float = Field(1.0, gt=0, le=1, description="signal acceptance × efficiency for xs limits")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> StatsConfig:
+        lo, hi = self.fit_range
+        if not 0 < lo < hi < self.sqrt_s:
+            raise ValueError(f"fit_range {self.fit_range} must satisfy 0 < lo < hi < sqrt_s")
+        if any(not 0 < e <= 1 for e in self.efficiencies):
+            raise ValueError(f"efficiencies {self.efficiencies} must lie in (0, 1]")
+        last = self.first_window + (self.n_windows - 1) * self.window_step + self.window_width
+        if self.first_window <= lo or last >= hi:
+            raise ValueError(
+                f"windows {self.first_window:g}..{last:g} GeV must lie inside fit_range {self.fit_range}"
+            )
+        return self
+
+    def windows(self) -> list[tuple[float, float]]:
+        """The SR windows (lo, hi) of the sliding-window scan."""
+        return [
+            (self.first_window + i * self.window_step, self.first_window + i * self.window_step + self.window_width)
+            for i in range(self.n_windows)
+        ]
 
 
 class DQMConfig(_Strict):
@@ -135,19 +209,34 @@ class DQMConfig(_Strict):
 
 
 class L1Config(_Strict):
-    models: list[str] = Field(default_factory=lambda: ["ae", "vae"])
+    """L1 trigger AD (models/l1_*): which models, training and evaluation settings."""
+
+    models: list[Literal["ae", "vae", "invae"]] = Field(default_factory=lambda: ["ae", "vae"])
     epochs: int = Field(20, ge=1)
+    train_fraction: float = Field(0.5, gt=0, lt=1, description="share of the 'sm' background used for training")
+    max_train: int | None = Field(None, gt=0, description="cap on training events per model")
+    fprs: list[float] = Field(default_factory=lambda: [1e-5, 1e-4, 1e-3],
+                              description="FPRs for the TPR tables (1e-5 needs >= 100k held-out background)")
+    seed: int = 0
 
 
 class DeployConfig(_Strict):
-    model: str = "vae"
+    """Firmware stage (deploy/): QKeras QAT + pruning + hls4ml of the chosen L1 encoder."""
+
+    model: Literal["vae", "ae"] = "vae"
     weight_bits: int = Field(8, ge=2, le=32)
     integer_bits: int = Field(3, ge=0)
+    activation_bits: int = Field(10, ge=2, le=32)
+    activation_integer_bits: int = Field(5, ge=0)
+    input_bits: int = Field(16, ge=2, le=32)
+    input_integer_bits: int = Field(6, ge=1)
     sparsity: float = Field(0.5, ge=0, lt=1)
+    qat_epochs: int = Field(10, ge=1)
+    qat_events: int = Field(200_000, gt=0)
+    check_events: int = Field(20_000, ge=1000, description="events for the C-sim vs QKeras check")
     reuse_factor: int = Field(1, ge=1)
     part: str = "xcvu9p-flga2104-2L-e"
     clock_period_ns: float = Field(5.0, gt=0)
-
 
 # ----------------------------------------------------------------------------------------- pipeline
 STAGES = ("generate", "process", "train", "score", "stats", "dqm", "l1", "deploy", "report")
