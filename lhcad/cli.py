@@ -28,6 +28,7 @@ app = typer.Typer(
 
 # (group name, module, attribute) — a stage appears here when it is implemented.
 _GROUPS: list[tuple[str, str, str]] = [
+    ("process", "lhcad.processors.cli", "app"),
     ("import", "lhcad.importers.cli", "app"),
 ]
 # (command name, module, function) — single commands at the top level.

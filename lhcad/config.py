@@ -124,6 +124,54 @@ class GenerateConfig(_Strict):
 
 
 # ----------------------------------------------------------------------------------------- processing
+class DijetCutsConfig(_Strict):
+    """Dijet preselection (defaults: the CMS dijet anomaly search)."""
+
+    pt_min: float = Field(300.0, ge=0, description="AK8 jet pT threshold (GeV)")
+    eta_max: float = Field(2.5, gt=0)
+    delta_eta_max: float = Field(1.3, gt=0)
+    mjj_min: float = Field(1200.0, ge=0)
+    jet_id: int = Field(2, ge=0, description="FatJet_jetId bits required (2 = tight, 0 = none)")
+
+
+class MonitorElementConfig(_Strict):
+    """Regular binning of one per-LS monitor element."""
+
+    bins: int = Field(gt=0)
+    start: float
+    stop: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MonitorElementConfig:
+        if self.stop <= self.start:
+            raise ValueError(f"stop ({self.stop}) must be above start ({self.start})")
+        return self
+
+
+def _default_monitor_elements() -> dict[str, MonitorElementConfig]:
+    import math
+
+    return {
+        "MET_significance": MonitorElementConfig(bins=50, start=0.0, stop=25.0),
+        "MET_pt": MonitorElementConfig(bins=50, start=0.0, stop=500.0),
+        "Jet_pt": MonitorElementConfig(bins=50, start=0.0, stop=500.0),
+        "Jet_eta": MonitorElementConfig(bins=50, start=-5.0, stop=5.0),
+        "Jet_phi": MonitorElementConfig(bins=32, start=-math.pi, stop=math.pi),
+        "nJet": MonitorElementConfig(bins=20, start=0.0, stop=20.0),
+        "PV_npvs": MonitorElementConfig(bins=80, start=0.0, stop=80.0),
+    }
+
+
+class L1ObjectsConfig(_Strict):
+    """L1 object layout options."""
+
+    lepton_filter: bool = Field(False, description="keep only events with >= 1 electron or muon")
+    quantise: bool = Field(False, description="quantise pT/eta/phi to the bits below")
+    pt_bits: int = Field(10, ge=2, le=24)
+    eta_bits: int = Field(8, ge=2, le=24)
+    phi_bits: int = Field(8, ge=2, le=24)
+
+
 class ProcessConfig(_Strict):
     """Which processors run on which fileset (a fileset path or the generator's outputs)."""
 
@@ -133,6 +181,21 @@ class ProcessConfig(_Strict):
     chunksize: int = Field(200_000, gt=0)
     skipbadfiles: bool = False
     treename: str = "Events"
+    dijet_cuts: DijetCutsConfig = Field(default_factory=DijetCutsConfig)
+    monitor_elements: dict[str, MonitorElementConfig] = Field(default_factory=_default_monitor_elements)
+    l1_objects: L1ObjectsConfig = Field(default_factory=L1ObjectsConfig)
+
+    def options(self, table: str) -> dict[str, Any]:
+        """Hyper-parameters of processor ``table`` (dijet | lumi | l1) as keyword arguments."""
+        if table == "dijet":
+            return self.dijet_cuts.model_dump()
+        if table == "lumi":
+            return {"monitor_elements": {k: v.model_dump() for k, v in self.monitor_elements.items()}}
+        if table == "l1":
+            o = self.l1_objects
+            bits = {"pt": o.pt_bits, "eta": o.eta_bits, "phi": o.phi_bits} if o.quantise else None
+            return {"lepton_filter": o.lepton_filter, "quantise_bits": bits}
+        raise ValueError(f"unknown processor {table!r}")
 
 
 # ----------------------------------------------------------------------------------------- models/stats

@@ -201,3 +201,167 @@ def set_provenance(root: zarr.Group, **fields: Any) -> dict:
 
 def tables(root: zarr.Group) -> Iterable[str]:
     return [k for k in root.group_keys() if k in ("dijet", "l1", "lumi")]
+
+
+# ------------------------------------------------------------------------------------------ chunk parts
+# Workers write one *part* per coffea chunk: ``<store>/_parts/<run id>/<chunk key>.npz`` holding the
+# chunk's arrays and its manifest entry (JSON, member ``__entry__``). It is written under a temporary
+# name and renamed, so a part either exists completely or not at all, and nothing is shared between
+# writers (no Zarr chunk or shard is written by two tasks). The driver consolidates parts in a fixed
+# order into the contiguous tables above, so the result does not depend on the executor or retries.
+
+PARTS_DIR = "_parts"
+_ENTRY = "__entry__"
+
+
+def _fs_path(url: str):
+    import fsspec
+
+    return fsspec.core.url_to_fs(url)
+
+
+def write_part(parts_root: str, key: str, arrays: Mapping[str, np.ndarray], entry: Mapping[str, Any]) -> bool:
+    """Atomically commit one chunk's arrays and manifest ``entry``; False if it was already there.
+
+    A retried or duplicated chunk (a Dask task re-run after its worker died) finds the committed
+    part and discards its own copy (both are identical: chunks are deterministic).
+    """
+    import io
+    import json
+    import uuid
+
+    fs, root = _fs_path(parts_root)
+    final = f"{root.rstrip('/')}/{key}.npz"
+    if fs.exists(final):
+        return False
+    fs.makedirs(root, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()},
+             **{_ENTRY: np.frombuffer(json.dumps(dict(entry)).encode(), np.uint8)})
+    tmp = f"{final}.tmp-{uuid.uuid4().hex[:12]}"
+    with fs.open(tmp, "wb") as fh:
+        fh.write(buf.getvalue())
+    if fs.exists(final):  # another attempt committed meanwhile
+        fs.rm(tmp)
+        return False
+    fs.mv(tmp, final)
+    return True
+
+
+def _load_npz(fs, path: str):
+    import io
+
+    with fs.open(path, "rb") as fh:
+        return np.load(io.BytesIO(fh.read()), allow_pickle=False)
+
+
+def part_entries(parts_root: str) -> dict[str, dict]:
+    """Manifest entries of every committed part under ``parts_root`` (key -> entry)."""
+    import json
+
+    fs, root = _fs_path(parts_root)
+    if not fs.exists(root):
+        return {}
+    out = {}
+    for path in fs.ls(root, detail=False):
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        if not name.endswith(".npz"):
+            continue  # temporary files of unfinished writes
+        with _load_npz(fs, path) as z:
+            out[name[: -len(".npz")]] = json.loads(z[_ENTRY].tobytes().decode())
+    return out
+
+
+def read_part(parts_root: str, key: str, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Arrays of the committed part ``key`` (all, or ``names``)."""
+    fs, root = _fs_path(parts_root)
+    with _load_npz(fs, f"{root.rstrip('/')}/{key}.npz") as z:
+        names = [n for n in z.files if n != _ENTRY] if names is None else list(names)
+        return {n: z[n] for n in names}
+
+
+def remove_tree(url: str) -> None:
+    """Delete a directory tree of the store (parts after consolidation) and its parent if empty."""
+    fs, path = _fs_path(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+    parent = path.rstrip("/").rsplit("/", 1)[0]
+    if parent.endswith(PARTS_DIR) and fs.exists(parent) and not fs.ls(parent):
+        fs.rm(parent, recursive=True)
+
+
+def delete_table(root: zarr.Group, table: str) -> None:
+    """Remove a table (group) before it is rebuilt by a processor run."""
+    if table in root:
+        del root[table]
+
+
+def write_manifest(root: zarr.Group, table: str, entries: Sequence[Mapping], summary: Mapping) -> None:
+    """Record the processed chunks of ``table`` in ``manifest/<table>`` (attrs: chunks, summary)."""
+    grp = root.require_group("manifest").require_group(table)
+    grp.attrs.update({"chunks": [dict(e) for e in entries], "summary": dict(summary)})
+
+
+def read_manifest(root: zarr.Group | str, table: str) -> dict:
+    if isinstance(root, str):
+        root = open_store(root, mode="r")
+    try:
+        grp = root["manifest"][table]
+    except KeyError:
+        raise StoreError(f"{root.store}: manifest/{table} not found (was `lhcad process` run?)") from None
+    return {"chunks": list(grp.attrs.get("chunks", [])), "summary": dict(grp.attrs.get("summary", {}))}
+
+
+class TableWriter:
+    """Stream rows into a new table of known length, writing whole Zarr chunks only.
+
+    Rows are buffered up to ``chunk_rows`` (memory bounded by one chunk of every column), so each
+    Zarr chunk is written once; the table gets the same attrs as :func:`append_columns` writes.
+
+    >>> w = TableWriter(root, "dijet", n_rows=10)          # doctest: +SKIP
+    >>> w.write({"mjj": np.ones(10)}); w.close()          # doctest: +SKIP
+    """
+
+    def __init__(self, root: zarr.Group, table: str, n_rows: int, chunk_rows: int = 262_144):
+        self.root, self.table, self.n_rows, self.chunk_rows = root, table, int(n_rows), int(chunk_rows)
+        self.arrays: dict[str, zarr.Array] = {}
+        self.buffer: list[dict[str, np.ndarray]] = []
+        self.buffered = 0
+        self.pos = 0
+
+    def write(self, columns: Mapping[str, np.ndarray]) -> None:
+        columns = {k: np.asarray(v) for k, v in columns.items()}
+        if not self.arrays:
+            grp = self.root.require_group(self.table)
+            for name, v in columns.items():
+                self.arrays[name] = grp.create_array(
+                    name, shape=(self.n_rows, *v.shape[1:]), dtype=v.dtype,
+                    chunks=(max(1, min(self.chunk_rows, self.n_rows)), *v.shape[1:]), overwrite=True,
+                )
+        elif set(columns) != set(self.arrays):
+            raise ValueError(f"table {self.table!r}: columns {sorted(columns)} differ from {sorted(self.arrays)}")
+        self.buffer.append(columns)
+        self.buffered += len(next(iter(columns.values()), ()))
+        if self.buffered >= self.chunk_rows:
+            self._flush((self.buffered // self.chunk_rows) * self.chunk_rows)
+
+    def _flush(self, k: int) -> None:
+        if not self.buffer or k == 0:
+            return
+        joined = {n: np.concatenate([b[n] for b in self.buffer]) for n in self.arrays}
+        if self.pos + k > self.n_rows:
+            raise ValueError(f"table {self.table!r}: more rows than the announced {self.n_rows}")
+        for n, arr in self.arrays.items():
+            arr[self.pos:self.pos + k] = joined[n][:k]
+        self.pos += k
+        rest = {n: v[k:] for n, v in joined.items()}
+        self.buffered -= k
+        self.buffer = [rest] if self.buffered else []
+
+    def close(self) -> int:
+        self._flush(self.buffered)
+        if self.pos != self.n_rows:
+            raise ValueError(f"table {self.table!r}: {self.pos} rows written, {self.n_rows} announced")
+        grp = self.root.require_group(self.table)
+        grp.attrs.update({"columns": list(self.arrays), "n_rows": self.n_rows})
+        return self.n_rows

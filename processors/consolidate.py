@@ -1,0 +1,161 @@
+"""Consolidation: committed chunk parts → the contiguous tables of the store contract.
+
+Runs on the driver, part by part (never all events at once), in fileset order, so the result is the
+same whatever executor, chunk timing or retries produced the parts. Per-LS histograms are summed
+over the chunks that share a (run, LS); they are small (LS × bins).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from lhcad import store as _store
+from lhcad.log import progress
+
+log = logging.getLogger("lhcad.processors")
+
+
+def _sum_cutflows(entries: Sequence[Mapping]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for e in entries:
+        flow = out.setdefault(e["dataset"], {})
+        for cut, n in (e.get("cutflow") or {}).items():
+            flow[cut] = flow.get(cut, 0) + int(n)
+    return out
+
+
+def _write_rows(root, table: str, parts_root: str, entries: Sequence[Mapping], codes: dict[str, int]) -> int:
+    done = [e for e in entries if e["status"] == "done"]
+    writer = _store.TableWriter(root, table, n_rows=sum(int(e["events_out"]) for e in done))
+    with progress() as bar:
+        task = bar.add_task(f"consolidate {table}", total=len(done))
+        for e in done:
+            cols = _store.read_part(parts_root, e["key"])
+            rows = len(next(iter(cols.values())))
+            if rows != e["events_out"]:
+                raise RuntimeError(f"part {e['key']}: {rows} rows, manifest says {e['events_out']}")
+            cols["dataset"] = np.full(rows, codes[e["dataset"]], np.int32)
+            writer.write(cols)
+            bar.advance(task)
+    return writer.close() if done else 0
+
+
+def _write_lumi(root, parts_root: str, entries: Sequence[Mapping], proc) -> int:
+    done = [e for e in entries if e["status"] == "done"]
+    mes = list(proc.monitor_elements)
+    runs, lumis = [], []
+    for e in done:
+        p = _store.read_part(parts_root, e["key"], ["run", "lumi"])
+        runs.append(p["run"])
+        lumis.append(p["lumi"])
+    run = np.concatenate(runs) if runs else np.zeros(0, np.int64)
+    lumi = np.concatenate(lumis) if lumis else np.zeros(0, np.int64)
+    pairs, inverse = np.unique(np.stack([run, lumi], axis=1), axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    grp = root.require_group("lumi")
+    for me in mes:
+        nbins = proc.n_bins(me)
+        values = np.zeros((len(pairs), nbins))
+        variances = np.zeros((len(pairs), nbins))
+        start = 0
+        for e in done:
+            p = _store.read_part(parts_root, e["key"], [f"{me}__values", f"{me}__variances"])
+            k = len(p[f"{me}__values"])
+            np.add.at(values, inverse[start:start + k], p[f"{me}__values"])
+            np.add.at(variances, inverse[start:start + k], p[f"{me}__variances"])
+            start += k
+        g = grp.require_group(me)
+        _store.write_hist(g, values, variances, proc.axes_uhi(me))
+        g.create_array("run", data=pairs[:, 0].astype(np.int64), overwrite=True)
+        g.create_array("lumi", data=pairs[:, 1].astype(np.int64), overwrite=True)
+        g.attrs["flow"] = False
+    grp.attrs.update({"monitor_elements": mes, "n_ls": len(pairs)})
+    return len(pairs)
+
+
+def consolidate(
+    table: str,
+    store: str,
+    parts_root: str,
+    entries: Sequence[Mapping],
+    *,
+    datasets: Sequence[str],
+    options: Mapping[str, Any],
+    proc,
+    skipped_files: Sequence[Mapping],
+    fileset: Mapping,
+    chunksize: int,
+    treename: str,
+) -> dict[str, Any]:
+    """Rebuild ``table`` in ``store`` from the parts listed in ``entries``; returns the run summary."""
+    root = _store.open_store(store, mode="a")
+    _store.delete_table(root, table)
+    root.require_group(table)
+    codes = {ds: _store.dataset_code(root, table, ds) for ds in datasets}
+    if table == "lumi":
+        n_out = _write_lumi(root, parts_root, entries, proc)
+    else:
+        n_out = _write_rows(root, table, parts_root, entries, codes)
+    # (re-open: a zarr Group object caches its attributes; writing through a stale one loses keys)
+    grp = _store.open_store(store, mode="a")[table]
+    if table != "lumi" and "n_rows" not in grp.attrs:
+        grp.attrs.update({"n_rows": 0, "columns": []})
+    cutflow = _sum_cutflows(entries)
+    if cutflow and any(cutflow.values()):
+        grp.attrs["cutflow"] = cutflow
+
+    done = [e for e in entries if e["status"] == "done"]
+    skipped_chunks = [e for e in entries if e["status"] != "done"]
+    missing = sorted({b for e in done for b in e.get("missing", [])})
+    events_processed = sum(e["events_in"] for e in done)
+    events_skipped = sum(e["events_in"] for e in skipped_chunks) + sum(f["events"] for f in skipped_files)
+    summary = {
+        "table": table,
+        "store": str(store),
+        "events_in_readable": events_processed + events_skipped,
+        "events_processed": events_processed,
+        "events_skipped": events_skipped,
+        "events_out": int(sum(e["events_out"] for e in done)),
+        "rows": int(n_out),
+        "missing_branches": missing,
+        "cutflow": cutflow,
+        "skipped": [
+            *({"dataset": e["dataset"], "file": e["file"], "entrystart": e["entrystart"],
+               "entrystop": e["entrystop"], "events": e["events_in"], "reason": e["reason"]} for e in skipped_chunks),
+            *({"dataset": f["dataset"], "file": f["file"], "events": f["events"], "reason": f["reason"]}
+              for f in skipped_files),
+        ],
+    }
+    manifest = [dict(e) for e in entries] + [
+        {"key": "", "dataset": f["dataset"], "file": f["file"], "uuid": "", "entrystart": 0,
+         "entrystop": f["events"], "events_in": f["events"], "events_out": 0,
+         "status": "skipped" if f["readable"] is False or f["events"] else "empty", "reason": f["reason"]}
+        for f in skipped_files
+    ]
+    _store.write_manifest(root, table, manifest, {k: v for k, v in summary.items() if k != "skipped"})
+    inputs: dict[str, dict] = {}
+    for e in entries:
+        rec = inputs.setdefault(e["file"], {"file": e["file"], "dataset": e["dataset"], "uuid": e["uuid"],
+                                            "entry_ranges": []})
+        rec["entry_ranges"].append([e["entrystart"], e["entrystop"]])
+    prov = dict(root.attrs.get("provenance", {}).get("process", {}))
+    prov[table] = {
+        "processor": type(proc).__name__,
+        "options": dict(options),
+        "chunksize": chunksize,
+        "treename": treename,
+        "datasets": list(datasets),
+        "inputs": list(inputs.values()),
+        "skipped_files": [f["file"] for f in skipped_files],
+    }
+    import datetime as _dt
+
+    prov[table]["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    _store.set_provenance(root, process=prov)
+    log.info("%s: %d rows from %d events (%d chunks, %d skipped)", table, n_out, events_processed,
+             len(done), len(skipped_chunks) + len(skipped_files))
+    return summary

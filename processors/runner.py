@@ -1,0 +1,284 @@
+"""Runner glue: fileset → coffea ``Runner`` on the configured executor → parts → Zarr tables.
+
+:func:`process` is the one entry point (the CLI, ``lhcad run`` and the benchmark call it):
+
+1. read the coffea fileset (JSON path or dict; local paths and ``root://`` URLs);
+2. ``Runner.preprocess`` splits the files into chunks; chunks whose part is already committed in
+   ``<store>/_parts/<table>-<config hash>/`` are skipped (resume after a kill);
+3. ``Runner.run`` executes the processor on the remaining chunks; each worker writes its chunk's
+   part itself (:func:`lhcad.store.write_part`, atomic rename), so the driver never holds events;
+4. :mod:`processors.consolidate` streams the parts, in fileset order, into the contiguous store
+   tables, writes ``manifest/<table>`` and the provenance, then removes the parts.
+
+Bad inputs: with ``skipbadfiles`` an unreadable, truncated, empty or wrong-tree file and chunks
+that fail (missing required branch, broken baskets) are recorded in the manifest with their reason
+and summarised; ``events processed + events skipped == events in readable inputs``. Without it the
+first bad file stops the run with one error naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid as _uuid
+import warnings
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import uproot
+
+from lhcad import store as _store
+from lhcad.config import ClusterConfig, ConfigError
+
+from .base import InputError, StoreProcessor, chunk_key
+
+log = logging.getLogger("lhcad.processors")
+
+# exceptions that mark an *input* as bad (file missing/corrupt, tree or branch missing)
+BAD_INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, EOFError, KeyError, ValueError, zlib.error, uproot.deserialization.DeserializationError,
+)
+
+
+def processor_class(table: str) -> type[StoreProcessor]:
+    from .dijet import DijetProcessor
+    from .l1 import L1Processor
+    from .lumi import LumiProcessor
+
+    classes = {"dijet": DijetProcessor, "lumi": LumiProcessor, "l1": L1Processor}
+    if table not in classes:
+        raise ConfigError(f"processor {table!r}: unknown (choose from {', '.join(classes)})")
+    return classes[table]
+
+
+# ------------------------------------------------------------------------------------------ fileset
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def load_fileset(fileset: str | Path | Mapping, treename: str = "Events") -> dict[str, dict]:
+    """Normalise a coffea fileset to ``{dataset: {"files": {path: tree}, "metadata": {...}}}``.
+
+    Accepts ``{ds: [files]}``, ``{ds: {"files": [...] | {file: tree}, "treename": ..., "metadata":
+    ...}}`` or a JSON file holding one. Relative local paths are taken relative to the JSON file;
+    URLs (``root://``, ``https://`` ...) are kept as they are.
+    """
+    base = None
+    source = "<fileset>"
+    if not isinstance(fileset, Mapping):
+        path = Path(fileset)
+        source = str(path)
+        try:
+            fileset = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: fileset file not found") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        base = path.resolve().parent
+    if not isinstance(fileset, Mapping) or not fileset:
+        raise ConfigError(f"{source}: expected a coffea fileset {{dataset: {{'files': ...}}}}")
+    out: dict[str, dict] = {}
+    for ds, spec in fileset.items():
+        tree = treename
+        meta: dict = {}
+        if isinstance(spec, Mapping):
+            if "files" not in spec:
+                raise ConfigError(f"{source}: {ds}: missing key 'files'")
+            tree = spec.get("treename", tree)
+            meta = dict(spec.get("metadata") or {})
+            files = spec["files"]
+        else:
+            files = spec
+        if isinstance(files, str):
+            files = [files]
+        if isinstance(files, Mapping):
+            items = [(f, t or tree) for f, t in files.items()]
+        elif isinstance(files, list):
+            items = [(f, tree) for f in files]
+        else:
+            raise ConfigError(f"{source}: {ds}: 'files' must be a list or a mapping file -> tree")
+        norm = {}
+        for f, t in items:
+            f = str(f)
+            if not _is_url(f) and base is not None and not Path(f).is_absolute():
+                f = str((base / f).resolve())
+            norm[f] = t
+        out[str(ds)] = {"files": norm, "metadata": meta}
+    return out
+
+
+def probe_file(path: str, tree: str, timeout: int = 30) -> tuple[int | None, str]:
+    """(entries, "") for a readable file/tree, else (None, reason naming the file)."""
+    try:
+        with uproot.open({path: None}, timeout=timeout) as f:
+            if tree not in f:
+                return None, f"{path}: no tree {tree!r} (have: {', '.join(sorted(set(k.split(';')[0] for k in f.keys()))) or 'nothing'})"
+            return int(f[tree].num_entries), ""
+    except FileNotFoundError:
+        return None, f"{path}: file not found"
+    except Exception as exc:  # noqa: BLE001 - any failure here means "unreadable"; the reason is kept
+        return None, f"{path}: unreadable ROOT file ({type(exc).__name__}: {exc})"
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def config_hash(table: str, params: Mapping[str, Any], treename: str) -> str:
+    blob = json.dumps({"table": table, "params": dict(params), "treename": treename}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def parts_root_for(store: str, table: str, digest: str) -> str:
+    return f"{str(store).rstrip('/')}/{_store.PARTS_DIR}/{table}-{digest}"
+
+
+def _item_key(item) -> str:
+    uid = str(_uuid.UUID(bytes=item.fileuuid)) if len(item.fileuuid) else ""
+    return chunk_key({"dataset": item.dataset, "filename": item.filename, "fileuuid": uid,
+                      "entrystart": item.entrystart, "entrystop": item.entrystop})
+
+
+def _first_bad_input(fileset: dict[str, dict]) -> str | None:
+    for spec in fileset.values():
+        for f, tree in spec["files"].items():
+            n, reason = probe_file(f, tree)
+            if n is None:
+                return reason
+    return None
+
+
+def _find_input_error(exc: BaseException) -> InputError | None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, InputError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+# ------------------------------------------------------------------------------------------ process
+def process(
+    table: str,
+    fileset: str | Path | Mapping,
+    store: str,
+    *,
+    cluster: ClusterConfig | None = None,
+    chunksize: int = 200_000,
+    skipbadfiles: bool = False,
+    treename: str = "Events",
+    options: Mapping[str, Any] | None = None,
+    keep_parts: bool = False,
+) -> dict[str, Any]:
+    """Run processor ``table`` (dijet | lumi | l1) over ``fileset`` into ``store``; returns a summary.
+
+    ``options`` are the processor's hyper-parameters (e.g. ``{"pt_min": 300}`` for dijet). A rerun
+    with the same arguments after a crash reuses every committed chunk. Raises
+    :class:`lhcad.config.ConfigError` for bad inputs (naming the file) unless ``skipbadfiles``.
+    """
+    from coffea import processor
+    from coffea.nanoevents import NanoAODSchema
+
+    from lhcad.cluster import open_cluster
+
+    from .consolidate import consolidate
+
+    t0 = time.perf_counter()
+    cls = processor_class(table)
+    options = dict(options or {})
+    fs = load_fileset(fileset, treename)
+    store = str(store)
+    digest = config_hash(table, options, treename)
+    parts_root = parts_root_for(store, table, digest)
+    try:
+        proc = cls(**options, parts_root=parts_root, skipbadfiles=skipbadfiles)
+    except TypeError as exc:
+        raise ConfigError(f"processor {table}: bad option ({exc})") from None
+
+    # local files that are not there: one clear error now (or recorded as skipped)
+    bad_files: dict[str, str] = {}
+    for spec in fs.values():
+        for f in spec["files"]:
+            if not _is_url(f) and not Path(f).exists():
+                if not skipbadfiles:
+                    raise ConfigError(f"{f}: input file not found")
+                bad_files[f] = f"{f}: file not found"
+    run_fs = {
+        ds: {"files": {f: t for f, t in spec["files"].items() if f not in bad_files}, "metadata": spec["metadata"]}
+        for ds, spec in fs.items()
+    }
+    run_fs = {ds: spec for ds, spec in run_fs.items() if spec["files"]}
+
+    cluster_cfg = cluster or ClusterConfig(type="iterative")
+    skip = BAD_INPUT_ERRORS if skipbadfiles else False
+    metrics: dict[str, Any] = {}
+    accum: dict[str, Any] = {}
+    with open_cluster(cluster_cfg) as cl, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="coffea.nanoevents.schemas")
+        warnings.filterwarnings("ignore", message="Skipping bad file")
+        runner = processor.Runner(
+            executor=cl.coffea_executor(), schema=NanoAODSchema, chunksize=chunksize,
+            skipbadfiles=skip, savemetrics=True,
+        )
+        try:
+            chunks = list(runner.preprocess(run_fs, treename=treename)) if run_fs else []
+        except Exception as exc:  # noqa: BLE001 - turned into one line naming the bad file
+            reason = _first_bad_input(run_fs)
+            raise ConfigError(reason or f"preprocessing failed: {exc}") from None
+        done = _store.part_entries(parts_root)
+        keys = [_item_key(c) for c in chunks]
+        todo = [c for c, k in zip(chunks, keys) if k not in done]
+        reused = len(chunks) - len(todo)
+        if reused:
+            log.info("%s: resuming, %d of %d chunks already committed", table, reused, len(chunks))
+        if todo:
+            try:
+                accum, metrics = runner.run(todo, proc, treename=treename)["out"], {}
+            except Exception as exc:  # noqa: BLE001
+                err = _find_input_error(exc)
+                if err is not None:
+                    raise ConfigError(str(err)) from None
+                raise
+    entries = _store.part_entries(parts_root)
+
+    # files coffea dropped in preprocessing (skipbadfiles): find out why, count their events
+    chunk_files = {c.filename for c in chunks}
+    skipped_files = []
+    for ds, spec in fs.items():
+        for f, tree in spec["files"].items():
+            if f in chunk_files:
+                continue
+            if f in bad_files:
+                n, reason = None, bad_files[f]
+            else:
+                n, reason = probe_file(f, tree)
+                if n == 0:
+                    reason = f"{f}: empty (0 entries in {tree!r})"
+            if n is None and not skipbadfiles:
+                raise ConfigError(reason)
+            skipped_files.append({"dataset": ds, "file": f, "events": n or 0, "readable": n is not None,
+                                  "reason": reason})
+    missing_chunks = [k for k in keys if k not in entries]
+    if missing_chunks:  # a chunk that returned nothing and wrote no part: never silently dropped
+        raise RuntimeError(f"{table}: {len(missing_chunks)} chunks produced no part (first: {missing_chunks[0]})")
+
+    order = {k: i for i, k in enumerate(keys)}
+    ordered = sorted((entries[k] for k in keys), key=lambda e: order[e["key"]])
+    summary = consolidate(
+        table, store, parts_root, ordered, datasets=list(fs), options=options, proc=proc,
+        skipped_files=skipped_files, fileset=fs, chunksize=chunksize, treename=treename,
+    )
+    summary.update({
+        "chunks": len(chunks), "chunks_reused": reused, "chunks_run": len(todo),
+        "wall_s": round(time.perf_counter() - t0, 3), "executor": cluster_cfg.type,
+    })
+    if not keep_parts:
+        _store.remove_tree(parts_root)
+    for name in summary["missing_branches"]:
+        log.warning("%s: optional branch %s missing in some inputs: its features are NaN", table, name)
+    for row in summary["skipped"]:
+        log.warning("skipped %s", row["reason"])
+    del accum, metrics
+    return summary
