@@ -1,0 +1,247 @@
+"""L1 AD jobs: train (one Dask task per model), score into the store, evaluate the ADC2021 metrics.
+
+Data flow (everything through the Zarr store):
+
+1. :func:`train` — the ``sm`` background rows are split once (seeded) into a training part and a
+   held-out test part; the split is saved as ``<out>/split.npz``. Each model is trained in its own
+   task (``Cluster.map``) reading its rows from the store, and saved as ``<out>/<name>.pt``.
+2. :func:`score` — every saved model scores *all* ``l1`` rows; each score kind is written to
+   ``l1/scores/<name>__<kind>`` (e.g. ``vae__mu2``).
+3. :func:`evaluate` — AUC and TPR at the requested FPRs (default 1e-5) for every model score and
+   signal on the held-out background, FLOPs, ROC plots, latent-space interpretation and the
+   black-box submission h5. Returns (and writes) the metrics JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from lhcad.models.l1_preprocess import BACKGROUND, BLACKBOX, SIGNALS, load_l1, split_background
+
+log = logging.getLogger(__name__)
+
+MODEL_NAMES = ("ae", "vae", "invae")
+
+
+def make_model(name: str, **params):
+    """A fresh estimator by short name (``ae``, ``vae``, ``invae``)."""
+    from lhcad.models.l1_ae import DenseAE
+    from lhcad.models.l1_invae import INVAE
+    from lhcad.models.l1_vae import VAE
+
+    classes = {"ae": DenseAE, "vae": VAE, "invae": INVAE}
+    if name not in classes:
+        raise ValueError(f"unknown L1 model {name!r} (choose from: {', '.join(classes)})")
+    return classes[name](**params)
+
+
+def _train_task(item: dict) -> str:
+    """One Dask task: read the training rows from the store, fit, save; returns the model path."""
+    from lhcad.store import open_store, read_columns
+
+    root = open_store(item["store"], mode="r")
+    rows = np.asarray(item["rows"])
+    particles = read_columns(root, "l1", ["particles"], rows=rows)["particles"]
+    model = make_model(item["name"], **item["params"]).fit(np.asarray(particles), progress=item.get("progress", False))
+    return str(model.save(item["path"]))
+
+
+def train(store: str, out: str | Path, models=("ae", "vae"), *, epochs: int = 20, train_fraction: float = 0.5,
+          max_train: int | None = None, seed: int = 0, params: dict | None = None, cluster=None,
+          invae_max_train: int | None = 200_000) -> dict:
+    """Split the background, train each model (one task each) and save them under ``out``.
+
+    ``params[name]`` overrides hyper-parameters per model; the IN-VAE (≈ 100× the FLOPs of the dense
+    models) trains on at most ``invae_max_train`` events. Returns ``{name: model path}``.
+    """
+    from lhcad.cluster import open_cluster
+    from lhcad.config import ClusterConfig
+    from lhcad.store import dataset_names, open_store, read_columns
+
+    for name in models:
+        make_model(name)  # validates the name before any work
+    if not 0 < train_fraction < 1:
+        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    root = open_store(store, mode="r")
+    names = dataset_names(root, "l1")
+    if BACKGROUND not in names:
+        raise ValueError(f"{store}: l1 has no {BACKGROUND!r} background dataset (have: {names})")
+    code = read_columns(root, "l1", ["dataset"])["dataset"]
+    bkg_rows = np.flatnonzero(code == names.index(BACKGROUND))
+    tr, te = split_background(len(bkg_rows), train_fraction, seed)
+    train_rows, test_rows = bkg_rows[tr], bkg_rows[te]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "split.npz", train_rows=train_rows, test_rows=test_rows, seed=seed)
+    items = []
+    for name in models:
+        rows = train_rows
+        cap = invae_max_train if name == "invae" else max_train
+        if cap is not None and len(rows) > cap:
+            rows = np.sort(np.random.default_rng(seed).choice(rows, cap, replace=False))
+        p = {"epochs": epochs, "seed": seed, **(params or {}).get(name, {})}
+        items.append({"store": str(store), "name": name, "params": p, "rows": rows,
+                      "path": str(out / f"{name}.pt"), "progress": cluster is None})
+    log.info("training %s on %d background events (%d held out)", ", ".join(models), len(train_rows), len(test_rows))
+    if cluster is None:
+        with open_cluster(ClusterConfig(type="iterative")) as cl:
+            paths = cl.map(_train_task, items, desc="train L1 models")
+    else:
+        paths = cluster.map(_train_task, items, desc="train L1 models", key_prefix="l1-train")
+    return dict(zip(models, paths, strict=True))
+
+
+def model_paths(models_dir: str | Path) -> dict[str, Path]:
+    """The saved models in ``models_dir`` by name (``ae.pt`` → ``ae``)."""
+    models_dir = Path(models_dir)
+    paths = {p.stem: p for p in sorted(models_dir.glob("*.pt")) if p.stem in MODEL_NAMES}
+    if not paths:
+        raise FileNotFoundError(f"{models_dir}: no saved L1 models (*.pt from `lhcad l1 train`)")
+    return paths
+
+
+def score(store: str, models_dir: str | Path, chunk: int = 500_000) -> dict[str, list[str]]:
+    """Score every l1 row with every model in ``models_dir``; write ``l1/scores/<name>__<kind>``."""
+    from lhcad.log import progress
+    from lhcad.models.l1_base import load_model
+    from lhcad.store import n_rows, open_store, read_columns, write_scores
+
+    root = open_store(store, mode="a")
+    n = n_rows(root, "l1")
+    written: dict[str, list[str]] = {}
+    for name, path in model_paths(models_dir).items():
+        model = load_model(path)
+        parts: dict[str, list] = {}
+        with progress() as bar:
+            task = bar.add_task(f"score {name}", total=n)
+            for start in range(0, n, chunk):
+                p = read_columns(root, "l1", ["particles"], rows=slice(start, min(n, start + chunk)))["particles"]
+                for k, v in model.score_all(p).items():
+                    if k != "latent":
+                        parts.setdefault(k, []).append(v)
+                bar.advance(task, len(p))
+        for kind, values in parts.items():
+            write_scores(root, "l1", f"{name}__{kind}", np.concatenate(values), attrs={"model": str(path)})
+        written[name] = sorted(parts)
+    return written
+
+
+def evaluate(store: str, models_dir: str | Path, out: str | Path | None = None, fprs=(1e-5,),
+             latent_events: int = 200_000) -> dict:
+    """ADC2021 metrics from the stored scores (held-out background only); see module docstring."""
+    from lhcad.models import l1_metrics as M
+    from lhcad.models.l1_base import load_model
+    from lhcad.store import dataset_names, open_store, read_columns, read_scores
+
+    models_dir = Path(models_dir)
+    out = Path(out or models_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    root = open_store(store, mode="r")
+    names = dataset_names(root, "l1")
+    code = read_columns(root, "l1", ["dataset"])["dataset"]
+    split_file = models_dir / "split.npz"
+    if not split_file.exists():
+        raise FileNotFoundError(f"{split_file}: missing (written by `lhcad l1 train`)")
+    test_rows = np.load(split_file)["test_rows"]
+    signals = [s for s in SIGNALS if s in names]
+    if not signals:
+        raise ValueError(f"{store}: l1 has none of the signal datasets {list(SIGNALS)} (have: {names})")
+    sig_rows = {s: np.flatnonzero(code == names.index(s)) for s in signals}
+    result: dict = {"n_background_test": int(len(test_rows)), "n_signal": {s: int(len(r)) for s, r in sig_rows.items()},
+                    "auc": {}, "flops": {}, "roc": {}}
+    for f in fprs:
+        result[M.fpr_key(f)] = {}
+    curves: dict = {s: {} for s in signals}
+    paths = model_paths(models_dir)
+    models = {name: load_model(p) for name, p in paths.items()}
+    for name, model in models.items():
+        result["flops"][name] = M.model_flops(model)
+        for kind in model.score_kinds:
+            key = name if kind == "mse" else f"{name}_{kind}"
+            s = read_scores(root, "l1", f"{name}__{kind}")
+            bkg = s[test_rows]
+            result["auc"][key] = {sig: M.auc(bkg, s[r]) for sig, r in sig_rows.items()}
+            for f in fprs:
+                per = {}
+                for sig, r in sig_rows.items():
+                    try:
+                        per[sig] = M.tpr_at_fpr(bkg, s[r], f)
+                    except ValueError as exc:
+                        per[sig] = {"tpr": None, "error": str(exc)}
+                result[M.fpr_key(f)][key] = per
+            for sig, r in sig_rows.items():
+                fpr, tpr = M.roc_curve(bkg, s[r], n_points=60)
+                curves[sig][key] = (fpr, tpr)
+                result["roc"].setdefault(key, {})[sig] = {"fpr": fpr.tolist(), "tpr": tpr.round(5).tolist()}
+    plots = M.plot_rocs({SIGNALS[s]: v for s, v in curves.items()}, out / "plots", fpr_mark=min(fprs))
+    # latent-space interpretation on a sample of held-out background + all signals
+    rng = np.random.default_rng(0)
+    lat_rows = np.sort(np.r_[rng.choice(test_rows, min(len(test_rows), latent_events), replace=False),
+                             *[r[:latent_events // 4] for r in sig_rows.values()]])
+    lat_data = read_columns(root, "l1", ["particles"], rows=lat_rows)["particles"]
+    lat_names = np.asarray(names)[code[lat_rows]]
+    result["latent"] = {}
+    for name, model in models.items():
+        if "latent" in model.score_all(lat_data[:2]):
+            lat = model.score_all(lat_data)["latent"]
+            info = M.latent_interpretation(lat, lat_names, out / "plots", prefix=name, background=BACKGROUND)
+            plots.append(info.pop("plot"))
+            result["latent"][name] = info
+    # black box: ids of the most anomalous events by the primary model
+    if BLACKBOX in names:
+        primary = "vae" if "vae" in models else next(iter(models))
+        kind = models[primary].default_score
+        key = primary if kind == "mse" else f"{primary}_{kind}"
+        bb_rows = np.flatnonzero(code == names.index(BLACKBOX))
+        s = read_scores(root, "l1", f"{primary}__{kind}")[bb_rows]
+        perf = {"model": key, "auc": result["auc"][key],
+                "tpr_at_fpr_1e-5": {k: v.get("tpr") for k, v in result["tpr_at_fpr_1e-5"].get(key, {}).items()}
+                if "tpr_at_fpr_1e-5" in result else {}}
+        sub = M.write_blackbox_submission(out / "blackbox_submission.h5", s, np.arange(len(bb_rows)), perf)
+        result["blackbox"] = {"path": str(sub), "model": key, "n_events": int(len(bb_rows))}
+    result["plots"] = plots
+    (out / "l1_metrics.json").write_text(json.dumps(result, indent=1, default=float))
+    return result
+
+
+def summary_table(result: dict, fpr: float = 1e-5) -> list[list[str]]:
+    """Rows (model, signal, AUC, TPR ± err) for printing."""
+    from lhcad.models.l1_metrics import fpr_key
+
+    rows = []
+    tprs = result.get(fpr_key(fpr), {})
+    for key, per in result["auc"].items():
+        for sig, a in per.items():
+            t = tprs.get(key, {}).get(sig, {})
+            tpr = "n/a" if t.get("tpr") is None else f"{t['tpr']:.4f} ± {t['tpr_err']:.4f}"
+            rows.append([key, sig, f"{a:.4f}", tpr])
+    return rows
+
+
+def pipeline_stage(cfg, ctx) -> dict:
+    """``lhcad run`` stage: train the configured models on the store, score, evaluate."""
+    from lhcad.cluster import open_cluster
+
+    l1 = cfg.l1
+    out = ctx.workdir / "l1"
+    with open_cluster(cfg.cluster) as cl:
+        paths = train(cfg.store, out, models=l1.models, epochs=l1.epochs, train_fraction=l1.train_fraction,
+                      max_train=l1.max_train, seed=l1.seed, cluster=cl)
+    score(cfg.store, out)
+    res = evaluate(cfg.store, out, out, fprs=tuple(l1.fprs))
+    figures = {"n_background_test": res["n_background_test"], "auc": res["auc"],
+               "flops": {k: v["flops"] for k, v in res["flops"].items()}}
+    from lhcad.models.l1_metrics import fpr_key
+
+    for f in l1.fprs:
+        key = fpr_key(f)
+        figures[key] = {m: {s: v.get("tpr") for s, v in per.items()} for m, per in res[key].items()}
+    artefacts = {f"model_{k}": v for k, v in paths.items()}
+    artefacts["metrics"] = str(out / "l1_metrics.json")
+    if "blackbox" in res:
+        artefacts["blackbox_submission"] = res["blackbox"]["path"]
+    return {"figures": figures, "plots": res["plots"], "artefacts": artefacts}
