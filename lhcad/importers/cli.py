@@ -49,9 +49,9 @@ def lhco_command(
 ) -> None:
     """LHC Olympics 2020 R&D high-level features (pandas HDF5) → dijet/.
 
-    E.g. ``lhcad import lhco events_anomalydetection_v2.features.h5 --out lhco.zarr`` then
-    ``lhcad import lhco events_anomalydetection_qcd_extra_inneronly_features.h5 --out lhco.zarr
-    --dataset extra_bkg``.
+    Example: lhcad import lhco events_anomalydetection_v2.features.h5 --out lhco.zarr, then
+    lhcad import lhco events_anomalydetection_qcd_extra_inneronly_features.h5 --out lhco.zarr
+    --dataset extra_bkg.
     """
     from lhcad.importers import import_lhco
 
@@ -72,7 +72,7 @@ def adc2021_command(
 ) -> None:
     """ADC2021 'Particles' (N, 19, 4) files or the example code's (N, 57) files → l1/.
 
-    E.g. ``lhcad import adc2021 background_for_training.h5 --out adc.zarr --dataset sm``.
+    Example: lhcad import adc2021 background_for_training.h5 --out adc.zarr --dataset sm.
     """
     from lhcad.importers import import_adc2021
 
