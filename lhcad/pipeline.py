@@ -57,6 +57,7 @@ STAGE_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 # stage name -> "module:function"; a stage is listed once it is implemented.
 STAGE_FUNCTIONS: dict[str, str] = {
+    "generate": "lhcad.generate.stage:pipeline_stage",
     "report": "lhcad.report:pipeline_stage",
 }
 

@@ -1,0 +1,85 @@
+"""``lhcad generate dijet|dqm|l1``: synthetic NanoAOD with known truth (thin layer over the library)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lhcad.config import ConfigError, GenerateDijetConfig, GenerateDQMConfig, GenerateL1Config, validate
+from lhcad.log import console
+
+app = typer.Typer(
+    help="Synthetic Run 2 NanoAOD with known truth: dijet (+ resonance), DQM runs with faults, L1 mix.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory (created; *.root, fileset.json, truth.json).")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed: same seed and options -> same content.")]
+PerFileOpt = Annotated[int | None, typer.Option("--events-per-file", help="Split the output into files of this many events.")]
+
+
+def _floats(text: str | None, what: str, n: int) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise ConfigError(f"{what}: expected {n} comma-separated numbers (got {text!r})") from None
+    if len(values) != n:
+        raise ConfigError(f"{what}: expected {n} comma-separated numbers (got {text!r})")
+    return values
+
+
+def _config(model, source: str, **values):
+    """Validate CLI values with the same pydantic model as the YAML config (one error line each)."""
+    return validate({k: v for k, v in values.items() if v is not None}, source, model)
+
+
+@app.command("dijet")
+def dijet_command(
+    events: Annotated[int, typer.Option("--events", "-n", help="QCD background events in the 'data' dataset.")],
+    out: OutOpt,
+    seed: SeedOpt = None,
+    signal: Annotated[str | None, typer.Option("--signal", help="Signal name (see `lhcad generate signals`).")] = None,
+    signal_mass: Annotated[float | None, typer.Option("--signal-mass", help="M_A in GeV.")] = None,
+    daughter_masses: Annotated[str | None, typer.Option("--daughter-masses", help="Masses of B,C in GeV, e.g. 500,100.")] = None,
+    signal_events: Annotated[int | None, typer.Option("--signal-events", help="Signal events injected into 'data'.")] = None,
+    s_over_b: Annotated[float | None, typer.Option("--s-over-b", help="S/B in the SR window (|Δη|<1.3) instead of --signal-events.")] = None,
+    sr: Annotated[str | None, typer.Option("--sr", help="Signal-region m_jj window in GeV (default 3300,3700).")] = None,
+    extra_background: Annotated[int | None, typer.Option("--extra-background", help="SR-only QCD events -> dataset 'extra_bkg'.")] = None,
+    test_events: Annotated[int | None, typer.Option("--test-events", help="Labelled SR events (80% QCD, 20% signal) -> dataset 'test'.")] = None,
+    trigger_pt: Annotated[float | None, typer.Option("--trigger-pt", help="Keep events whose leading AK8 jet has pT above this (GeV).")] = None,
+    events_per_file: PerFileOpt = None,
+    lhco_h5: Annotated[Path | None, typer.Option("--lhco-h5", help="Also write the LHC Olympics R&D feature table (pandas HDF5).")] = None,
+) -> None:
+    """QCD dijet events + an injected A → B C resonance (LHC Olympics-like) as NanoAOD."""
+    from lhcad.generate.dijet_output import generate_dijet
+
+    cfg = _config(
+        GenerateDijetConfig, "lhcad generate dijet",
+        events=events, seed=seed, signal=signal, signal_mass=signal_mass,
+        daughter_masses=_floats(daughter_masses, "--daughter-masses", 2), signal_events=signal_events,
+        s_over_b=s_over_b, sr=_floats(sr, "--sr", 2), extra_background=extra_background,
+        test_events=test_events, trigger_pt=trigger_pt, events_per_file=events_per_file,
+    )
+    truth = generate_dijet(cfg, out, lhco_h5=lhco_h5)
+    for name, d in truth["datasets"].items():
+        console.print(f"{name}: {d['events']} events ({d['signal']} signal) in {len(d['files'])} file(s)")
+    console.print(f"fileset: {Path(out) / 'fileset.json'}   truth: {Path(out) / 'truth.json'}")
+
+
+@app.command("signals")
+def signals_command() -> None:
+    """List the registered dijet signals with their default masses and prong patterns."""
+    from lhcad.generate.signals import SIGNALS
+
+    for sig in SIGNALS.values():
+        pattern = " + ".join(
+            f"{d.name}({'q' if d.mass is None else f'{d.mass:g}'}: {d.prongs} prong{'s' if d.prongs > 1 else ''}"
+            f"{f', {d.b}b' if d.b else ''}{f', ℓ {d.lepton_fraction:.0%}' if d.lepton_fraction else ''})"
+            for d in sig.daughters
+        )
+        console.print(f"{sig.name:16s} M_A = {sig.mass:g} GeV  {pattern}   [{sig.title}]", highlight=False)

@@ -1,0 +1,219 @@
+"""``lhcad generate dijet``: the dijet datasets as NanoAOD files + fileset.json + truth.json.
+
+Datasets (coffea fileset keys):
+
+``data``
+    ``events`` QCD events plus the injected signal, shuffled within each file (run 1). The signal
+    amount is either ``signal_events`` (all m_jj) or ``s_over_b``: S/B *inside the SR window after the
+    |Δη| < 1.3 selection*, where B is the expected number of QCD events in the window (from a fixed
+    pilot sample) and S is met exactly by taking the shortest prefix of the signal stream with that
+    many in-window events (so the out-of-window tail of the signal is kept, as in real data).
+``extra_bkg``
+    ``extra_background`` QCD events in the SR window (|Δη| < 1.3, m_jj in SR) for idealized AD (run 2).
+``test``
+    ``test_events`` labelled events in the SR window, 80 % QCD and 20 % signal (run 3).
+
+Files hold at most ``events_per_file`` QCD events (+ their share of the signal). Every file's
+content is a function of (seed, options, file index) only (see :mod:`lhcad.generate.common`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import lhcad
+from lhcad.config import GenerateDijetConfig
+from lhcad.generate import dijet as phys
+from lhcad.generate.common import (
+    GenerateError,
+    OutputDir,
+    fileset_entry,
+    rng_for,
+    split_counts,
+)
+from lhcad.generate.signals import get_signal
+from lhcad.log import progress
+
+log = logging.getLogger(__name__)
+
+PILOT_EVENTS = 200_000
+RUNS = {"data": 1, "extra_bkg": 2, "test": 3}
+TEST_SIGNAL_FRACTION = 0.2
+
+
+def _largest_remainder(total: int, weights: list[int]) -> list[int]:
+    """Split ``total`` into integers proportional to ``weights`` (deterministic)."""
+    w = np.asarray(weights, dtype=float)
+    if total == 0 or w.sum() == 0:
+        return [0] * len(weights)
+    exact = total * w / w.sum()
+    base = np.floor(exact).astype(int)
+    rest = total - base.sum()
+    order = np.argsort(-(exact - base), kind="stable")
+    base[order[:rest]] += 1
+    return base.tolist()
+
+
+def window_fraction(cfg: GenerateDijetConfig) -> float:
+    """Fraction of QCD events (after the trigger option) in the SR window with |Δη| < 1.3."""
+    rng = rng_for(0, "pilot")
+    blk = phys.sample_events(rng, PILOT_EVENTS, accept=_trigger(cfg))
+    return float(phys.in_window(blk, cfg.sr).mean())
+
+
+def _trigger(cfg: GenerateDijetConfig):
+    if cfg.trigger_pt is None:
+        return None
+    return lambda blk: blk.fatjet["pt"][:, :2].max(axis=1) > cfg.trigger_pt
+
+
+def _sr_accept(cfg: GenerateDijetConfig):
+    trig = _trigger(cfg)
+
+    def accept(blk):
+        ok = phys.in_window(blk, cfg.sr)
+        return ok if trig is None else ok & trig(blk)
+
+    return accept
+
+
+def _sr_mrange(cfg: GenerateDijetConfig) -> tuple[float, float]:
+    """Parton-level M range that feeds the SR window (resolution + FSR tail covered)."""
+    return (max(phys.M_RANGE[0], 0.75 * cfg.sr[0]), min(phys.M_RANGE[1], 1.35 * cfg.sr[1]))
+
+
+def generate_dijet(cfg: GenerateDijetConfig, out_dir: str | Path, lhco_h5: str | Path | None = None) -> dict[str, Any]:
+    """Write the dijet datasets into ``out_dir``; returns the truth record (also ``truth.json``)."""
+    signal = get_signal(cfg.signal, cfg.signal_mass, cfg.daughter_masses)
+    if lhco_h5 is not None:
+        from lhcad.generate.h5 import check_h5_target
+
+        check_h5_target(lhco_h5)
+    sr_accept = _sr_accept(cfg)
+    trig = _trigger(cfg)
+    window_frac = None
+    s_in_window_target = None
+    if cfg.s_over_b is not None:
+        window_frac = window_fraction(cfg)
+        s_in_window_target = int(round(cfg.s_over_b * cfg.events * window_frac))
+
+    qcd_sizes = split_counts(cfg.events, cfg.events_per_file)
+    if cfg.signal_events is not None:
+        sig_sizes = _largest_remainder(cfg.signal_events, qcd_sizes)
+    elif s_in_window_target is not None:
+        sig_sizes = _largest_remainder(s_in_window_target, qcd_sizes)
+    else:
+        sig_sizes = [0] * len(qcd_sizes)
+
+    truth_sets: dict[str, dict[str, Any]] = {}
+    fileset: dict[str, Any] = {}
+    lhco_blocks: dict[str, list] = {}
+    with OutputDir(out_dir) as out, progress() as bar:
+        n_tasks = len(qcd_sizes) + len(split_counts(cfg.extra_background, cfg.events_per_file)) \
+            + len(split_counts(cfg.test_events, cfg.events_per_file))
+        task = bar.add_task("generate dijet", total=n_tasks)
+
+        def write(dataset: str, index: int, block: phys.Block, first_event: int) -> Path:
+            name = f"{dataset}_{index:03d}.root"
+            path = out.write_root(name, phys.to_branches(block, RUNS[dataset], first_event))
+            if lhco_h5 is not None:
+                from lhcad.generate.h5 import lhco_columns
+
+                lhco_blocks.setdefault(dataset, []).append(lhco_columns(block))
+            bar.advance(task)
+            return path
+
+        # --- data: QCD + injected signal, shuffled
+        files, n_bkg, n_sig, first = [], 0, 0, 1
+        b_win = s_win = 0
+        for i, (nq, ns) in enumerate(zip(qcd_sizes, sig_sizes, strict=True)):
+            qcd = phys.sample_events(rng_for(cfg.seed, "qcd", i), nq, accept=trig)
+            parts = [qcd]
+            if ns:
+                srng = rng_for(cfg.seed, "signal", i)
+                if cfg.signal_events is not None:
+                    parts.append(phys.sample_events(srng, ns, signal, accept=trig))
+                else:
+                    parts.append(phys.sample_prefix_until(srng, ns, signal, sr_accept))
+            blk = phys.Block.concat(parts)
+            blk = blk.take(rng_for(cfg.seed, "shuffle", i).permutation(len(blk)))
+            win = sr_accept(blk)
+            is_sig = blk.event["truth_label"] > 0
+            b_win += int((win & ~is_sig).sum())
+            s_win += int((win & is_sig).sum())
+            n_bkg += int((~is_sig).sum())
+            n_sig += int(is_sig.sum())
+            files.append(write("data", i, blk, first))
+            first += len(blk)
+        truth_sets["data"] = {
+            "files": [p.name for p in files], "events": n_bkg + n_sig, "background": n_bkg, "signal": n_sig,
+            "background_in_sr": b_win, "signal_in_sr": s_win,
+            "s_over_b_in_sr": (s_win / b_win) if b_win else None,
+        }
+        fileset["data"] = fileset_entry(files, {"kind": "dijet", "run": RUNS["data"], "labelled": False})
+
+        # --- extra background: SR-only QCD
+        if cfg.extra_background:
+            files, first = [], 1
+            for i, n in enumerate(split_counts(cfg.extra_background, cfg.events_per_file)):
+                blk = phys.sample_events(rng_for(cfg.seed, "extra_bkg", i), n, accept=sr_accept,
+                                         m_range=_sr_mrange(cfg))
+                files.append(write("extra_bkg", i, blk, first))
+                first += len(blk)
+            truth_sets["extra_bkg"] = {"files": [p.name for p in files], "events": cfg.extra_background,
+                                       "background": cfg.extra_background, "signal": 0}
+            fileset["extra_bkg"] = fileset_entry(files, {"kind": "dijet", "run": RUNS["extra_bkg"],
+                                                         "labelled": True, "sr": list(cfg.sr)})
+
+        # --- test: labelled SR events, 80 % QCD / 20 % signal
+        if cfg.test_events:
+            files, first, tb, ts = [], 1, 0, 0
+            for i, n in enumerate(split_counts(cfg.test_events, cfg.events_per_file)):
+                ns = int(round(TEST_SIGNAL_FRACTION * n))
+                q = phys.sample_events(rng_for(cfg.seed, "test_qcd", i), n - ns, accept=sr_accept,
+                                       m_range=_sr_mrange(cfg))
+                s = phys.sample_events(rng_for(cfg.seed, "test_signal", i), ns, signal, accept=sr_accept)
+                blk = phys.Block.concat([q, s])
+                blk = blk.take(rng_for(cfg.seed + 1_000_003, "shuffle", i).permutation(len(blk)))
+                files.append(write("test", i, blk, first))
+                first += len(blk)
+                tb += n - ns
+                ts += ns
+            truth_sets["test"] = {"files": [p.name for p in files], "events": tb + ts, "background": tb,
+                                  "signal": ts}
+            fileset["test"] = fileset_entry(files, {"kind": "dijet", "run": RUNS["test"], "labelled": True,
+                                                    "sr": list(cfg.sr)})
+
+        truth = {
+            "generator": "lhcad.generate.dijet",
+            "lhcad_version": lhcad.__version__,
+            "seed": cfg.seed,
+            "config": cfg.model_dump(mode="json"),
+            "signal": signal.describe(),
+            "sr": list(cfg.sr),
+            "delta_eta_cut": phys.DELTA_ETA_CUT,
+            "s_over_b_target": cfg.s_over_b,
+            "qcd_window_fraction": window_frac,
+            "datasets": truth_sets,
+            "truth_branches": {"truth_label": "0 QCD, 1 signal",
+                               "truth_process": {"qcd": 0, signal.name: signal.code}},
+            "runs": RUNS,
+            "physics": {
+                "sqrt_s": phys.SQRT_S, "dijet_function_p1_p2_p3": list(phys.DIJET_PARAMS),
+                "m_range_parton": list(phys.M_RANGE), "chi_max": phys.CHI_MAX,
+                "pt_resolution": phys.PT_RESOLUTION, "mass_resolution": phys.MASS_RESOLUTION,
+                "fsr_tail": {"probability": phys.FSR_PROB, "scale": phys.FSR_SCALE, "max": phys.FSR_MAX},
+            },
+        }
+        if lhco_h5 is not None:
+            from lhcad.generate.h5 import write_lhco
+
+            truth["lhco_h5"] = str(write_lhco(out, lhco_h5, lhco_blocks))
+        out.write_json("fileset.json", fileset)
+        out.write_json("truth.json", truth)
+    log.info("dijet: %s", ", ".join(f"{k}: {v['events']} events" for k, v in truth_sets.items()))
+    return truth
