@@ -83,6 +83,9 @@ def test_lhco_table_import_matches_recomputed_features(tmp_path):
 
     got = store.read_columns(str(tmp_path / "s.zarr"), "dijet")
     assert set(got) == set(store.DIJET_COLUMNS)
+    # the processors' dtypes: float32 features, int64 ids, int32 codes
+    assert got["mjj"].dtype == np.float32 and got["event"].dtype == np.int64
+    assert got["dataset"].dtype == np.int32 and got["truth_label"].dtype == np.int32
     assert summary["rows"] == summary["n_rows"] == 500
     exp = expected_dijet(frame)
     for name, values in exp.items():

@@ -216,9 +216,9 @@ def import_adc2021(
                         n = len(block)
                         cols = {
                             "particles": to_particles(block, part["layout"], where, start),
-                            "run": np.zeros(n, dtype=np.uint32),
-                            "luminosityBlock": np.zeros(n, dtype=np.uint32),
-                            "event": np.arange(event, event + n, dtype=np.uint64),
+                            "run": np.zeros(n, dtype=np.int64),  # dtypes as the processors write them
+                            "luminosityBlock": np.zeros(n, dtype=np.int64),
+                            "event": np.arange(event, event + n, dtype=np.int64),
                             "dataset": np.full(n, code, dtype=np.int32),
                             "truth_label": np.full(n, label, dtype=np.int32),
                         }

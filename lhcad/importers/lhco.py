@@ -73,7 +73,7 @@ LABEL = "label"
 DEFAULT_CHUNK_ROWS = 262_144
 
 _FLOAT = np.float32
-_INT_DTYPES = {"run": np.uint32, "luminosityBlock": np.uint32, "event": np.uint64,
+_INT_DTYPES = {"run": np.int64, "luminosityBlock": np.int64, "event": np.int64,  # as the processors
                "dataset": np.int32, "truth_label": np.int32}
 
 
