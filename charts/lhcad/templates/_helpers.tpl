@@ -159,7 +159,7 @@ affinity:
   {{- end }}
   {{- with (include "lhcad.storageEnvFrom" . | trim) }}{{ . | nindent 2 }}{{ end }}
   resources:
-    {{- toYaml .Values.job.resources | nindent 4 }}
+    {{- include "lhcad.resources" (dict "resources" .Values.job.resources "gpus" 0) | nindent 4 }}
   securityContext:
     {{- toYaml .Values.securityContext | nindent 4 }}
   volumeMounts:
@@ -218,13 +218,7 @@ address ("" = from DASK_SCHEDULER_ADDRESS, which the operator sets)).
   {{- end }}
   {{- with (include "lhcad.storageEnvFrom" $root | trim) }}{{ . | nindent 2 }}{{ end }}
   resources:
-    {{- $res := deepCopy (.group.resources | default dict) }}
-    {{- if .gpu }}
-    {{- $limits := deepCopy (get $res "limits" | default dict) }}
-    {{- $_ := set $limits "nvidia.com/gpu" (int .group.gpus) }}
-    {{- $_ := set $res "limits" $limits }}
-    {{- end }}
-    {{- toYaml $res | nindent 4 }}
+    {{- include "lhcad.resources" (dict "resources" .group.resources "gpus" (ternary .group.gpus 0 .gpu)) | nindent 4 }}
   securityContext:
     {{- toYaml $root.Values.securityContext | nindent 4 }}
   volumeMounts:
@@ -262,7 +256,7 @@ address ("" = from DASK_SCHEDULER_ADDRESS, which the operator sets)).
     initialDelaySeconds: 15
     periodSeconds: 20
   resources:
-    {{- toYaml .Values.scheduler.resources | nindent 4 }}
+    {{- include "lhcad.resources" (dict "resources" .Values.scheduler.resources "gpus" 0) | nindent 4 }}
   securityContext:
     {{- toYaml .Values.securityContext | nindent 4 }}
 {{- end }}
@@ -277,4 +271,26 @@ address ("" = from DASK_SCHEDULER_ADDRESS, which the operator sets)).
   protocol: TCP
   port: 8787
   targetPort: http-dashboard
+{{- end }}
+
+{{/*
+Container resources with every quantity as a string: the operator's CRDs declare requests and
+limits as strings (an integer such as `nvidia.com/gpu: 1` would be rejected by the API server).
+Argument: dict resources (the values block), gpus (int, 0 = none).
+*/}}
+{{- define "lhcad.resources" -}}
+{{- $out := dict }}
+{{- range $section := list "requests" "limits" }}
+{{- $q := dict }}
+{{- range $k, $v := (get ($.resources | default dict) $section | default dict) }}
+{{- $_ := set $q $k (toString $v) }}
+{{- end }}
+{{- if and (eq $section "limits") (gt (int $.gpus) 0) }}
+{{- $_ := set $q "nvidia.com/gpu" (toString (int $.gpus)) }}
+{{- end }}
+{{- if $q }}
+{{- $_ := set $out $section $q }}
+{{- end }}
+{{- end }}
+{{- toYaml $out }}
 {{- end }}
