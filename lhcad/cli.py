@@ -32,6 +32,7 @@ _GROUPS: list[tuple[str, str, str]] = [
     ("process", "lhcad.processors.cli", "app"),
     ("import", "lhcad.importers.cli", "app"),
     ("l1", "lhcad.models.l1_cli", "app"),
+    ("deploy", "lhcad.deploy.cli", "app"),
 ]
 # (command name, module, function) — single commands at the top level.
 _COMMANDS: list[tuple[str, str, str]] = [

@@ -288,9 +288,9 @@ class DeployConfig(_Strict):
 
     model: Literal["vae", "ae"] = "vae"
     weight_bits: int = Field(8, ge=2, le=32)
-    integer_bits: int = Field(3, ge=0)
-    activation_bits: int = Field(10, ge=2, le=32)
-    activation_integer_bits: int = Field(5, ge=0)
+    integer_bits: int = Field(1, ge=0, description="QKeras integer bits (sign excluded): ap_fixed<weight_bits, integer_bits+1>")
+    activation_bits: int = Field(12, ge=2, le=32)
+    activation_integer_bits: int = Field(4, ge=0)
     input_bits: int = Field(16, ge=2, le=32)
     input_integer_bits: int = Field(6, ge=1)
     sparsity: float = Field(0.5, ge=0, lt=1)
@@ -300,6 +300,7 @@ class DeployConfig(_Strict):
     reuse_factor: int = Field(1, ge=1)
     part: str = "xcvu9p-flga2104-2L-e"
     clock_period_ns: float = Field(5.0, gt=0)
+
 
 # ----------------------------------------------------------------------------------------- pipeline
 STAGES = ("generate", "process", "train", "score", "stats", "dqm", "l1", "deploy", "report")

@@ -58,6 +58,8 @@ STAGE_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 # stage name -> "module:function"; a stage is listed once it is implemented.
 STAGE_FUNCTIONS: dict[str, str] = {
     "generate": "lhcad.generate.stage:pipeline_stage",
+    "l1": "lhcad.models.l1_jobs:pipeline_stage",
+    "deploy": "lhcad.deploy.firmware:pipeline_stage",
     "report": "lhcad.report:pipeline_stage",
 }
 

@@ -1,0 +1,66 @@
+"""``lhcad deploy firmware``: QKeras QAT + pruning → hls4ml HLS project → g++ C-sim check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="L1 firmware artefacts: QKeras QAT + pruning, hls4ml project, C-sim bit-accuracy check.",
+                  no_args_is_help=True)
+
+
+@app.callback()
+def _group() -> None:
+    """L1 firmware artefacts (TensorFlow/QKeras/hls4ml from the `deploy` extra)."""
+
+
+@app.command("firmware")
+def firmware_cmd(
+    model: Annotated[Path, typer.Option("--model", help="Saved L1 model (vae.pt or ae.pt from `lhcad l1 train`).")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory for the firmware bundle.")],
+    store: Annotated[str, typer.Option("--store", help="Zarr store with l1/ (QAT and check events).")] = "results/store.zarr",
+    weight_bits: Annotated[int, typer.Option(help="Weight/bias bits (QKeras quantized_bits).")] = 8,
+    integer_bits: Annotated[int, typer.Option(help="Weight integer bits, sign excluded.")] = 1,
+    activation_bits: Annotated[int, typer.Option(help="ReLU output bits.")] = 12,
+    activation_integer_bits: Annotated[int, typer.Option(help="ReLU integer bits.")] = 4,
+    input_bits: Annotated[int, typer.Option(help="Input ap_fixed width.")] = 16,
+    input_integer_bits: Annotated[int, typer.Option(help="Input ap_fixed integer bits.")] = 6,
+    sparsity: Annotated[float, typer.Option(help="Target pruning sparsity.")] = 0.5,
+    qat_epochs: Annotated[int, typer.Option(help="QAT epochs.")] = 10,
+    qat_events: Annotated[int, typer.Option(help="Training events for QAT.")] = 200_000,
+    check_events: Annotated[int, typer.Option(help="Background events for the C-sim check (>= 10k).")] = 20_000,
+    reuse_factor: Annotated[int, typer.Option(help="hls4ml reuse factor.")] = 1,
+    part: Annotated[str, typer.Option(help="FPGA part.")] = "xcvu9p-flga2104-2L-e",
+    clock_period: Annotated[float, typer.Option(help="Clock period in ns.")] = 5.0,
+) -> None:
+    """Re-train the chosen encoder with QAT + pruning, convert with hls4ml, compile and check the C-sim."""
+    from lhcad.cli import UsageError
+    from lhcad.config import DeployConfig, validate
+    from lhcad.log import console
+    from lhcad.store import StoreError
+
+    cfg = validate({"model": "vae" if "vae" in model.stem else "ae", "weight_bits": weight_bits,
+                    "integer_bits": integer_bits, "activation_bits": activation_bits,
+                    "activation_integer_bits": activation_integer_bits, "input_bits": input_bits,
+                    "input_integer_bits": input_integer_bits, "sparsity": sparsity, "qat_epochs": qat_epochs,
+                    "qat_events": qat_events, "check_events": check_events, "reuse_factor": reuse_factor,
+                    "part": part, "clock_period_ns": clock_period}, "lhcad deploy firmware", DeployConfig)
+    if not model.is_file():
+        raise UsageError(f"{model}: model file not found")
+    from lhcad.deploy.firmware import build_firmware
+
+    try:
+        rep = build_firmware(model, store, out, cfg)
+    except (ValueError, StoreError, FileNotFoundError) as exc:
+        raise UsageError(str(exc).strip("'\"")) from None
+    acc = rep["accuracy"]
+    console.print(json.dumps({
+        "sparsity": round(rep["sparsity"]["pruned"]["total"], 4), "flops": rep["flops"]["dense"],
+        "flops_nonzero": rep["flops"]["nonzero"], "dsp_upper_bound": rep["resources"]["dsp_upper_bound"],
+        "latency_estimate": f"{rep['latency']['cycles']} cycles = {rep['latency']['ns']} ns",
+        "max_abs_delta_score": acc["max_abs_delta_score_hls_vs_qkeras"],
+        "spearman_hls_vs_qkeras": round(acc["spearman_hls_vs_qkeras"], 6)}, indent=1))
+    console.print(f"firmware report: {rep['artefacts']['firmware_report']}")
