@@ -112,7 +112,7 @@ class GenerateL1Config(_Strict):
 
     events: int = Field(200_000, gt=0, description="SM background events")
     signal_events: int = Field(20_000, ge=0, description="events of each BSM signal")
-    blackbox_events: int = Field(0, ge=0, description="events of the black-box mixture")
+    blackbox_events: int = Field(10_000, ge=0, description="events of the black-box mixture")
     events_per_file: int = Field(500_000, gt=0)
     seed: int = 3
 

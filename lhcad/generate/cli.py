@@ -83,3 +83,26 @@ def signals_command() -> None:
             for d in sig.daughters
         )
         console.print(f"{sig.name:16s} M_A = {sig.mass:g} GeV  {pattern}   [{sig.title}]", highlight=False)
+
+
+@app.command("l1")
+def l1_command(
+    events: Annotated[int, typer.Option("--events", "-n", help="Standard-Model events (dataset 'sm').")],
+    out: OutOpt,
+    seed: SeedOpt = None,
+    signal_events: Annotated[int | None, typer.Option("--signal-events", help="Events of each BSM signal (default 20000).")] = None,
+    blackbox_events: Annotated[int | None, typer.Option("--blackbox-events", help="Events of the black-box mixture (0: none).")] = None,
+    events_per_file: PerFileOpt = None,
+    h5: Annotated[Path | None, typer.Option("--h5", help="Also write the ADC2021 h5 layout (Particles (N, 19, 4) per dataset).")] = None,
+) -> None:
+    """ADC2021-like L1 events: SM mixture (W, Z, tt, QCD; ≥1 lepton), A→4ℓ, LQ→bτ, h0→ττ, h±→τν, black box."""
+    from lhcad.generate.l1 import generate_l1
+
+    cfg = _config(GenerateL1Config, "lhcad generate l1", events=events, seed=seed, signal_events=signal_events,
+                  blackbox_events=blackbox_events, events_per_file=events_per_file)
+    truth = generate_l1(cfg, out, h5=h5)
+    for name, d in truth["datasets"].items():
+        console.print(f"{name}: {d['events']} events in {len(d['files'])} file(s)")
+    if "h5" in truth:
+        console.print(f"ADC2021 h5: {truth['h5']}")
+    console.print(f"fileset: {Path(out) / 'fileset.json'}   truth: {Path(out) / 'truth.json'}")
