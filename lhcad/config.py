@@ -200,15 +200,46 @@ class ProcessConfig(_Strict):
 
 # ----------------------------------------------------------------------------------------- models/stats
 class TrainConfig(_Strict):
-    methods: list[str] = Field(default_factory=lambda: ["supervised", "iad", "cwola", "cathode"])
-    features: list[str] = Field(default_factory=lambda: ["mj1", "delta_m", "tau21_j1", "tau21_j2"])
+    """Weakly supervised resonant AD (lhcad.models): methods, features, windows, ensembles, flows."""
+
+    methods: list[Literal["supervised", "iad", "cwola", "anode", "cathode", "ranode"]] = Field(
+        default_factory=lambda: ["supervised", "iad", "cwola", "cathode"])
+    features: list[str] = Field(default_factory=lambda: ["mj1", "delta_m", "tau21_j1", "tau21_j2"],
+                                min_length=1)
+    resonant: str = Field("mjj", description="the resonant variable the windows cut on")
     sr: tuple[float, float] = (3300.0, 3700.0)
-    sb_width: float = Field(200.0, gt=0)
+    windows: list[tuple[float, float]] = Field(
+        default_factory=list, description="several SR windows (GeV); empty: just `sr`")
+    sb_width: float = Field(200.0, gt=0, description="CWoLa sideband width each side of the SR")
+    flow_sb_width: float | None = Field(
+        None, gt=0, description="background-flow sideband width; None: everything outside the SR")
     folds: int = Field(5, ge=2)
-    ensemble: int = Field(5, ge=1)
+    ensemble: int = Field(2, ge=1, description="ensemble members (seeds) per fold")
     classifier: Literal["mlp", "hgb"] = "hgb"
+    hgb_max_iter: int = Field(200, ge=1)
+    mlp_epochs: int = Field(30, ge=1)
+    batch_size: int = Field(256, ge=1)
+    flow: Literal["maf", "nsf"] = "maf"
+    flow_transforms: int = Field(4, ge=1)
+    flow_hidden: list[int] = Field(default_factory=lambda: [64, 64], min_length=1)
+    flow_epochs: int = Field(20, ge=1)
+    flow_batch_size: int = Field(512, ge=1)
+    flow_max_events: int | None = Field(200_000, gt=0, description="subsample the flow's sideband data")
+    n_flows: int = Field(1, ge=1, description="independent background flows (members cycle over them)")
+    oversample: int = Field(4, ge=1, description="CATHODE template events per SR data event")
+    ranode_epochs: int = Field(30, ge=1)
+    ranode_w_init: float = Field(0.01, gt=0, lt=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
+    retries: int = Field(2, ge=0, description="retries of a failed task before the job fails")
+    artefacts: str | None = Field(None, description="artefact folder (default: <workdir>/train)")
+
+    @model_validator(mode="after")
+    def _check_windows(self) -> TrainConfig:
+        for lo, hi in [self.sr, *self.windows]:
+            if not hi > lo:
+                raise ValueError(f"signal-region window ({lo}, {hi}): upper edge must exceed the lower")
+        return self
 
 
 class StatsConfig(_Strict):
