@@ -128,14 +128,11 @@ def scheduler_address(tmp_path_factory):
             client.wait_for_workers(2, timeout=120)
         yield address
     finally:
+        # Workers first, then the scheduler. SIGKILL: nothing to flush, and a graceful shutdown
+        # of each process takes many seconds on a loaded machine (--no-nanny: no child processes).
         for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def test_dask_address_map_runs_on_the_external_workers(scheduler_address, tmp_path):
@@ -273,37 +270,39 @@ def test_gateway_without_a_server_fails_with_one_line():
 
 
 KUBE_SCRIPT = """
-import sys
+import os, sys
 from lhcad.cluster import ClusterError, open_cluster
 from lhcad.config import ClusterConfig
-try:
-    with open_cluster(ClusterConfig(type="dask-kubernetes", workers=1, timeout=5)):
-        pass
-except ClusterError as exc:
-    print(exc)
-    sys.exit(2)
+for kubeconfig in sys.argv[1:]:
+    os.environ["KUBECONFIG"] = kubeconfig
+    try:
+        with open_cluster(ClusterConfig(type="dask-kubernetes", workers=1, timeout=5)):
+            print("created?!")
+    except ClusterError as exc:
+        print(exc)
 """
 
 
-@pytest.mark.parametrize("kubeconfig", ["missing", "unreachable"])
-def test_kubernetes_without_a_cluster_fails_with_one_line(kubeconfig, tmp_path):
-    env = {**os.environ, "HOME": str(tmp_path)}
-    if kubeconfig == "missing":
-        env["KUBECONFIG"] = str(tmp_path / "no-such-kubeconfig")
-    else:
-        env["KUBECONFIG"] = str(tmp_path / "config")
-        (tmp_path / "config").write_text(
-            "apiVersion: v1\nkind: Config\ncurrent-context: dead\n"
-            f"clusters: [{{name: dead, cluster: {{server: 'https://127.0.0.1:{free_port()}'}}}}]\n"
-            "contexts: [{name: dead, context: {cluster: dead, user: u, namespace: default}}]\n"
-            "users: [{name: u, user: {token: abc}}]\n"
-        )
-    env.pop("KUBERNETES_SERVICE_HOST", None)
-    out = subprocess.run([sys.executable, "-c", KUBE_SCRIPT], capture_output=True, text=True, env=env,
-                         cwd=tmp_path, timeout=120)
-    assert out.returncode == 2, out.stdout + out.stderr
+def test_kubernetes_without_a_cluster_fails_with_one_line(tmp_path):
+    """No kubeconfig at all, and a kubeconfig whose API server does not answer."""
+    dead = tmp_path / "config"
+    dead.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: dead\n"
+        f"clusters: [{{name: dead, cluster: {{server: 'https://127.0.0.1:{free_port()}'}}}}]\n"
+        "contexts: [{name: dead, context: {cluster: dead, user: u, namespace: default}}]\n"
+        "users: [{name: u, user: {token: abc}}]\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")} | {"HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", KUBE_SCRIPT, str(tmp_path / "missing"), str(dead)],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180)
+    assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cluster.type 'dask-kubernetes': cannot create KubeCluster 'lhcad'")
+    assert len(lines) == 2, out.stdout
+    for line in lines:
+        assert line.startswith("cluster.type 'dask-kubernetes': cannot create KubeCluster 'lhcad': "), line
+    assert "credentials" in lines[0].lower() or "config" in lines[0].lower(), lines[0]
+    assert "connect" in lines[1].lower(), lines[1]
+    # No traceback from dask-kubernetes' atexit reaper after the one-line error.
     assert "Traceback" not in out.stderr, out.stderr
 
 
