@@ -91,7 +91,7 @@ class GenerateDQMConfig(_Strict):
 
     runs: int = Field(6, gt=0)
     bad_runs: int = Field(2, ge=0)
-    events_per_ls: int = Field(200, gt=0, description="mean events per LS at the fill's peak luminosity")
+    events_per_ls: int = Field(200, gt=0, description="mean events per LS at the highest LS luminosity")
     ls_per_run: int = Field(300, gt=0)
     faults: list[Literal["hot_tower", "met_tail", "dead_sector", "pileup_spike"]] = Field(
         default_factory=lambda: ["hot_tower", "met_tail", "dead_sector", "pileup_spike"]

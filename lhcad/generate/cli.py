@@ -106,3 +106,30 @@ def l1_command(
     if "h5" in truth:
         console.print(f"ADC2021 h5: {truth['h5']}")
     console.print(f"fileset: {Path(out) / 'fileset.json'}   truth: {Path(out) / 'truth.json'}")
+
+
+@app.command("dqm")
+def dqm_command(
+    out: OutOpt,
+    runs: Annotated[int | None, typer.Option("--runs", help="Number of runs (default 6).")] = None,
+    bad_runs: Annotated[int | None, typer.Option("--bad-runs", help="Runs with injected faults (default 2).")] = None,
+    ls_per_run: Annotated[int | None, typer.Option("--ls-per-run", help="Typical LS per run (× U(0.7, 1.3)).")] = None,
+    events_per_ls: Annotated[int | None, typer.Option("--events-per-ls", "--events", help="Events per LS at peak luminosity.")] = None,
+    faults: Annotated[str | None, typer.Option("--faults", help="Fault kinds: hot_tower,met_tail,dead_sector,pileup_spike.")] = None,
+    severity: Annotated[float | None, typer.Option("--severity", help="Fault severity knob (1 = nominal).")] = None,
+    seed: SeedOpt = None,
+    events_per_file: PerFileOpt = None,
+) -> None:
+    """Run 2 runs with per-LS luminosity (brilcalc CSV) and injected detector faults, with per-LS truth."""
+    from lhcad.generate.dqm import generate_dqm
+
+    cfg = _config(
+        GenerateDQMConfig, "lhcad generate dqm", runs=runs, bad_runs=bad_runs, ls_per_run=ls_per_run,
+        events_per_ls=events_per_ls, faults=None if faults is None else [f for f in faults.split(",") if f],
+        severity=severity, seed=seed, events_per_file=events_per_file,
+    )
+    truth = generate_dqm(cfg, out)
+    bad = [r for r, info in truth["runs"].items() if info["status"] == "BAD"]
+    console.print(f"dqm: {truth['datasets']['dqm']['events']} events, {len(truth['runs'])} runs, "
+                  f"{truth['n_ls']} LS ({truth['n_bad_ls']} faulty in runs {', '.join(bad) or 'none'})")
+    console.print(f"fileset: {Path(out) / 'fileset.json'}   truth: {Path(out) / 'truth.json'}   lumi: {Path(out) / 'lumi.csv'}")
