@@ -8,9 +8,8 @@ QCD dijet kinematics
     The parton-level dijet mass ``M`` is drawn from the 4-parameter dijet function
     ``f(x) = (1 - x)^p1 / x^(p2 + p3 ln x)``, ``x = M / 13 TeV``, with p1 = 4, p2 = 2, p3 = 0
     (softer than the p1 ≈ 8–11, p2 ≈ 4–6 of CMS inclusive fits, like a spectrum after a dijet trigger
-    and prescale, so that the SR 3.3–3.7 TeV holds ≈ 3 % of the events as an AD benchmark needs), on
-    1.3–9.5 TeV so that the reconstructed spectrum
-    is smooth over 1.5–8 TeV. The scattering angle follows the QCD t-channel: χ = exp(|Δy|) is
+    and prescale, so that the SR 3.3–3.7 TeV holds ≈ 2.3 % of the events after |Δη| < 1.3, as an AD
+    benchmark needs), on 1.3–9.5 TeV so that the reconstructed spectrum is smooth over 1.5–8 TeV. The scattering angle follows the QCD t-channel: χ = exp(|Δy|) is
     uniform in [1, 5] (flat dσ/dχ of Rutherford-like scattering), i.e. |Δy| < 1.61; about 2/3 of
     the events pass the usual |Δη| < 1.3. The dijet system's boost ``y_b`` is Gaussian with
     σ = 0.3 ln(13 TeV / M) (the kinematic range of x1, x2 shrinks with M). Because ``M`` is drawn
@@ -28,7 +27,11 @@ QCD substructure
     masses scale with pT ∝ m_jj, QCD τ21 and mj drift smoothly with m_jj: the mild correlation that
     sculpts CWoLa and that CATHODE-like methods must interpolate. τ32 ~ N(0.72 + 0.02 g, 0.09),
     τ43 ~ N(0.80, 0.07). τ1 = 1.5 (m/pT) × LogNormal(0, 0.3). Soft drop removes soft radiation:
-    m_SD = m × Beta(5, 1.6), and 10 % of QCD jets are groomed to m × U(0, 0.2).
+    m_SD = m × Kumaraswamy(4, 2) (mean 0.71), and 10 % of QCD jets are groomed to m × U(0, 0.2).
+    b-tag (``btagDeepB``): Kumaraswamy(5, 1.2) for b jets (3 % of QCD quark jets, 5 % of gluon jets:
+    g → bb̄), Kumaraswamy(0.8, 12) otherwise; ``lsf3`` Kumaraswamy(1.3, 5) without a lepton;
+    ``nConstituents`` ≈ Poisson(22 + 9 ln(pT/200 GeV) + 10 gluon + 6 (prongs − 1)). (Kumaraswamy
+    distributions are Beta-like shapes drawn by inverse CDF: several times cheaper than Beta.)
 Signal (:mod:`lhcad.generate.signals`)
     ``M`` is Gaussian around M_A with the signal's natural width (1 %), cos θ* is uniform
     (isotropic) within |Δy| < 2 (outside the dijet acceptance nothing is generated) and the
@@ -39,12 +42,15 @@ Detector response
     a fraction Exp(0.07) (≤ 40 %) of its pT *and* mass to out-of-cone FSR: the low tail of the m_jj
     and jet-mass peaks. Jet-mass resolution 8 % (Gaussian). φ resolution 0.02.
 Other objects
-    A third, softer AK8 jet in 25 % of the events (pT = U(0.25, 0.8) × the softer leading jet);
-    AK4 jets: one per AK8 jet (pT × U(0.75, 0.98)) plus Poisson(1.5) soft jets (pT = 30 + Exp(60)
-    GeV), pT-ordered; MET: a 2-D Gaussian of σ = 0.6 √HT plus neutrinos from leptonic decays,
-    ``MET_significance`` = |MET|²/σ² (χ² with 2 d.o.f. for QCD); ``PV_npvs`` ~ Poisson(32).
+    A third, softer AK8 jet in 25 % of the events (pT = U(0.25, 0.75) × the softer leading jet);
+    AK4 jets: one core jet per AK8 jet (pT × U(0.75, 0.98), the same fraction for the two leading
+    ones) plus Poisson(1.5) (≤ 4) soft emissions below the softest core jet, generated already
+    pT-ordered (pT_1 = 30 + Exp(60) GeV truncated, pT_(i+1) = 30 + (pT_i − 30) U(0, 1)); MET: a
+    2-D Gaussian of σ = 0.6 √HT plus neutrinos from leptonic decays, ``MET_significance`` =
+    |MET|²/σ² (χ² with 2 d.o.f. for QCD); ``PV_npvs`` ~ Poisson(32) (+ ``PV_x/y/z`` for coffea).
 
-Truth: branches ``truth_label`` (0 QCD, 1 signal) and ``truth_process`` (0 QCD, signal code).
+Truth: branches ``truth_label`` (0 QCD, 1 signal) and ``truth_process`` (0 QCD, signal code); coffea's
+NanoAODSchema groups them as ``events.truth.label`` / ``events.truth.process``.
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ AK8 jet. A daughter is described by a *pattern* rather than by a parton shower:
     for N > prongs (see :func:`lhcad.generate.dijet.substructure`). ``prongs = 1`` is a light-quark
     jet whose mass follows the QCD Sudakov model.
 ``b``
-    number of b quarks in the jet; any b content gives a b-like ``btagDeepB`` (Beta(6, 1.5)).
+    number of b quarks in the jet; any b content gives a b-like ``btagDeepB`` (Kumaraswamy(5, 1.2), mean 0.81).
 ``lepton_fraction``
     probability that a decay inside the jet is leptonic (t → bℓν, Z → ℓℓ/νν): such jets get a high
-    lepton subjet fraction ``lsf3`` (Beta(9, 1.5)) and add a neutrino to the missing pT.
+    lepton subjet fraction ``lsf3`` (Kumaraswamy(7, 1.2), mean 0.86) and add a neutrino to the missing pT.
 ``mass``
     the daughter's mass in GeV (``None`` for a light quark, whose mass is QCD-like).
 
