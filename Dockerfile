@@ -8,14 +8,15 @@
 # build a second tag with a CUDA index, e.g.
 #   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t ...:0.1.0-cuda .
 # EXTRAS picks the pyproject extras: k8s + facility by default (add `deploy` for the
-# QKeras/hls4ml firmware stage). EXTRA_PACKAGES adds pip packages, e.g. "fsspec-xrootd xrootd"
-# for root:// inputs (CMS Open Data) or "s3fs" / "gcsfs" for an object-store results location.
+# QKeras/hls4ml firmware stage). EXTRA_PACKAGES adds pip packages: s3fs by default (the chart's
+# storage.type=objectStore with s3:// URLs); add "fsspec-xrootd xrootd" for root:// inputs
+# (CMS Open Data) or "gcsfs" for gs:// URLs.
 FROM python:3.11-slim
 
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG EXTRAS=k8s,facility
-ARG EXTRA_PACKAGES=""
+ARG EXTRA_PACKAGES="s3fs"
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
