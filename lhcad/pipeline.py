@@ -62,6 +62,7 @@ STAGE_FUNCTIONS: dict[str, str] = {
     "l1": "lhcad.models.l1_jobs:pipeline_stage",
     "deploy": "lhcad.deploy.firmware:pipeline_stage",
     "report": "lhcad.report:pipeline_stage",
+    "stats": "lhcad.stats.stage:pipeline_stage",
 }
 
 
