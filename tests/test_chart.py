@@ -356,7 +356,7 @@ BAD_VALUES = [
     ({"storage": {"type": "nfs"}}, "type"),
     ({"storage": {"type": "objectStore", "objectStore": {"url": ""}}}, "url"),
     ({"storage": {"type": "objectStore", "objectStore": {"url": "bucket/no-scheme"}}}, "url"),
-    ({"config": {"cluster": {"type": "dask-local"}}}, "config"),
+    ({"config": {"cluster": {"type": "dask-local"}}}, "config/cluster"),
     ({"workers": 3}, "workers"),
     ({"gpuWorker": {"enabled": True, "gpus": 0}}, "gpus"),
     ({"image": {"repository": "x", "pullPolicy": "Sometimes"}}, "pullPolicy"),
