@@ -271,3 +271,15 @@ def test_failure_leaves_no_partial_files(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         dijet_output.generate_dijet(GenerateDijetConfig(events=3000, events_per_file=1000), tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_trigger_option(tmp_path):
+    """--trigger-pt keeps events whose leading AK8 jet passes: the LHCO-like turn-on, more SR events."""
+    assert run_cli(["-q", "generate", "dijet", "--events", "5000", "--s-over-b", "0.1", "--trigger-pt", "1200",
+                    "--seed", "1", "--out", str(tmp_path)]) == 0
+    with uproot.open(tmp_path / "data_000.root") as f:
+        pt = f["Events"]["FatJet_pt"].array()
+    assert ak.all(pt[:, 0] > 1200)
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    assert truth["qcd_window_fraction"] > 0.08  # vs ≈ 0.023 without the trigger
+    assert truth["datasets"]["data"]["signal_in_sr"] == round(0.1 * 5000 * truth["qcd_window_fraction"])

@@ -15,7 +15,7 @@ def test_pipeline_stage_generates_configured_kinds(tmp_path):
         "workdir": str(tmp_path),
         "store": str(tmp_path / "store.zarr"),
         "generate": {
-            "dijet": {"events": 5000, "s_over_b": 0.1, "extra_background": 500, "test_events": 500, "seed": 3},
+            "dijet": {"events": 5000, "signal_events": 100, "extra_background": 500, "test_events": 500, "seed": 3},
             "dqm": None,
             "l1": {"events": 2000, "signal_events": 200, "blackbox_events": 200},
         },
@@ -27,7 +27,7 @@ def test_pipeline_stage_generates_configured_kinds(tmp_path):
     assert set(fileset) == {"data", "extra_bkg", "test"}
     assert result["artefacts"]["dijet_fileset"] == str((tmp_path / "generated" / "dijet" / "fileset.json").resolve())
     assert result["figures"]["dijet_extra_bkg_events"] == 500
-    assert result["figures"]["dijet_s_over_b_in_sr"] > 0
+    assert result["figures"]["dijet_data_signal"] == 100
     l1_fileset = json.loads((tmp_path / "generated" / "l1" / "fileset.json").read_text())
     assert set(l1_fileset) == {"sm", "ato4l", "lq_btau", "h0_tautau", "hch_taunu", "blackbox"}
     json.dumps(result)  # JSON-able for summary.json

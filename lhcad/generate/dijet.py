@@ -393,15 +393,21 @@ def sample_prefix_until(
     n_accepted: int,
     signal: Signal,
     accept: Callable[[Block], np.ndarray],
+    keep: Callable[[Block], np.ndarray] | None = None,
     block_size: int = 50_000,
 ) -> Block:
     """The shortest prefix of an i.i.d. event stream holding ``n_accepted`` accepted events.
 
-    Used to inject a signal with a given S/B inside a window while keeping its out-of-window tail.
+    Used to inject a signal with a given S/B inside a window while keeping its out-of-window tail;
+    events failing ``keep`` (e.g. a trigger) are not part of the stream.
     """
     parts, have = [], 0
     while have < n_accepted:
         blk = make_block(rng, block_size, signal)
+        if keep is not None:
+            blk = blk.take(np.flatnonzero(keep(blk)))
+            if not len(blk):
+                continue
         acc = np.cumsum(accept(blk))
         need = n_accepted - have
         if acc[-1] >= need:

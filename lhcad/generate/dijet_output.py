@@ -19,6 +19,7 @@ content is a function of (seed, options, file index) only (see :mod:`lhcad.gener
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -60,9 +61,15 @@ def _largest_remainder(total: int, weights: list[int]) -> list[int]:
 
 def window_fraction(cfg: GenerateDijetConfig) -> float:
     """Fraction of QCD events (after the trigger option) in the SR window with |Δη| < 1.3."""
-    rng = rng_for(0, "pilot")
-    blk = phys.sample_events(rng, PILOT_EVENTS, accept=_trigger(cfg))
-    return float(phys.in_window(blk, cfg.sr).mean())
+    return _window_fraction(tuple(cfg.sr), cfg.trigger_pt)
+
+
+@functools.lru_cache(maxsize=16)
+def _window_fraction(sr: tuple[float, float], trigger_pt: float | None) -> float:
+    # a fixed pilot sample (seed 0): the same expected B for every user seed
+    trig = None if trigger_pt is None else (lambda blk: blk.fatjet["pt"][:, :2].max(axis=1) > trigger_pt)
+    blk = phys.sample_events(rng_for(0, "pilot"), PILOT_EVENTS, accept=trig)
+    return float(phys.in_window(blk, sr).mean())
 
 
 def _trigger(cfg: GenerateDijetConfig):
@@ -138,7 +145,7 @@ def generate_dijet(cfg: GenerateDijetConfig, out_dir: str | Path, lhco_h5: str |
                 if cfg.signal_events is not None:
                     parts.append(phys.sample_events(srng, ns, signal, accept=trig))
                 else:
-                    parts.append(phys.sample_prefix_until(srng, ns, signal, sr_accept))
+                    parts.append(phys.sample_prefix_until(srng, ns, signal, sr_accept, keep=trig))
             blk = phys.Block.concat(parts)
             blk = blk.take(rng_for(cfg.seed, "shuffle", i).permutation(len(blk)))
             win = sr_accept(blk)
