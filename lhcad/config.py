@@ -92,6 +92,7 @@ class GenerateDQMConfig(_Strict):
     runs: int = Field(6, gt=0)
     bad_runs: int = Field(2, ge=0)
     events_per_ls: int = Field(200, gt=0, description="mean events per LS at the highest LS luminosity")
+    events: int | None = Field(None, gt=0, description="expected total events (overrides events_per_ls)")
     ls_per_run: int = Field(300, gt=0)
     faults: list[Literal["hot_tower", "met_tail", "dead_sector", "pileup_spike"]] = Field(
         default_factory=lambda: ["hot_tower", "met_tail", "dead_sector", "pileup_spike"]

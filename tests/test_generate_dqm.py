@@ -157,3 +157,8 @@ def test_dqm_same_seed_and_bad_input(tmp_path, capsys):
     assert run_cli(["generate", "dqm", "--faults", "hot_tower,laser", "--out", str(tmp_path / "d")]) == 2
     assert "faults" in capsys.readouterr().err
     assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+    # --events sets the expected total
+    assert run_cli([*args[:-2], "--events", "20000", "--seed", "1", "--out", str(tmp_path / "e")]) == 0
+    n = json.loads((tmp_path / "e" / "truth.json").read_text())["datasets"]["dqm"]["events"]
+    assert abs(n - 20000) < 5 * np.sqrt(20000)
+    assert run_cli(["generate", "dqm", "--events", "0", "--out", str(tmp_path / "f")]) == 2

@@ -114,7 +114,8 @@ def dqm_command(
     runs: Annotated[int | None, typer.Option("--runs", help="Number of runs (default 6).")] = None,
     bad_runs: Annotated[int | None, typer.Option("--bad-runs", help="Runs with injected faults (default 2).")] = None,
     ls_per_run: Annotated[int | None, typer.Option("--ls-per-run", help="Typical LS per run (× U(0.7, 1.3)).")] = None,
-    events_per_ls: Annotated[int | None, typer.Option("--events-per-ls", "--events", help="Events per LS at peak luminosity.")] = None,
+    events: Annotated[int | None, typer.Option("--events", "-n", help="Expected total events (sets the per-LS rate).")] = None,
+    events_per_ls: Annotated[int | None, typer.Option("--events-per-ls", help="Events per LS at the highest luminosity (default 200).")] = None,
     faults: Annotated[str | None, typer.Option("--faults", help="Fault kinds: hot_tower,met_tail,dead_sector,pileup_spike.")] = None,
     severity: Annotated[float | None, typer.Option("--severity", help="Fault severity knob (1 = nominal).")] = None,
     seed: SeedOpt = None,
@@ -125,7 +126,7 @@ def dqm_command(
 
     cfg = _config(
         GenerateDQMConfig, "lhcad generate dqm", runs=runs, bad_runs=bad_runs, ls_per_run=ls_per_run,
-        events_per_ls=events_per_ls, faults=None if faults is None else [f for f in faults.split(",") if f],
+        events=events, events_per_ls=events_per_ls, faults=None if faults is None else [f for f in faults.split(",") if f],
         severity=severity, seed=seed, events_per_file=events_per_file,
     )
     truth = generate_dqm(cfg, out)

@@ -7,7 +7,8 @@ Runs and luminosity
     exp(−t/τ), τ ~ U(8, 14) h, from a peak of U(0.12, 0.40) /pb per LS (≈ 0.5–1.7 × 10³⁴ cm⁻²s⁻¹),
     with 1 % LS-to-LS jitter; recorded = delivered × U(0.93, 0.99); ⟨PU⟩ = 250 × delivered(/pb)
     (≈ 40 at 0.16 /pb, as in 2017). The events of an LS are Poisson(events_per_ls × L/L_max), L_max
-    the highest LS luminosity of the sample: a trigger with a fixed prescale. ``lumi.csv`` holds the per-LS table in brilcalc format.
+    the highest LS luminosity of the sample: a trigger with a fixed prescale (with ``events`` set,
+    the rate is chosen so that ``events`` is the expected total instead). ``lumi.csv`` holds the per-LS table in brilcalc format.
 Events (zero-bias-like)
     ``PV_npvs`` ~ Poisson(0.7 ⟨PU⟩); AK4 jets: Poisson(1.5 + 0.04 ⟨PU⟩) jets (≤ 10), pT-ordered
     emissions pT_1 = 30 + Exp(60), pT_(i+1) = 30 + (pT_i − 30) U(0, 1) GeV, η ~ N(0, 1.8) within
@@ -234,7 +235,8 @@ def generate_dqm(cfg: GenerateDQMConfig, out_dir: str | Path) -> dict[str, Any]:
     fault_idx, faults = _fault_of_ls(plan)
     peak = t["delivered"].max()  # a fixed trigger: the event rate follows the absolute luminosity
     rng = rng_for(cfg.seed, "dqm", 1)
-    n_ev_ls = rng.poisson(cfg.events_per_ls * t["delivered"] / peak)
+    rate = cfg.events_per_ls if cfg.events is None else cfg.events / (t["delivered"] / peak).sum()
+    n_ev_ls = rng.poisson(rate * t["delivered"] / peak)
     total = int(n_ev_ls.sum())
     row = np.repeat(np.arange(len(n_ev_ls)), n_ev_ls)  # LS row of every event (ordered by run, LS)
     event_in_run = np.empty(total, np.uint64)
@@ -278,7 +280,8 @@ def generate_dqm(cfg: GenerateDQMConfig, out_dir: str | Path) -> dict[str, Any]:
             "n_ls": int(len(t["ls"])),
             "n_bad_ls": int((fault_idx >= 0).sum()),
             "golden_json": {r: info["good_ls"] for r, info in plan["runs"].items()},
-            "datasets": {"dqm": {"files": [p.name for p in files], "events": total}},
+            "events_per_ls_at_max_lumi": float(rate),
+        "datasets": {"dqm": {"files": [p.name for p in files], "events": total}},
             "lumi_csv": "lumi.csv",
             "ls_truth_csv": "ls_truth.csv",
         }
