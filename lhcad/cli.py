@@ -28,6 +28,7 @@ app = typer.Typer(
 
 # (group name, module, attribute) — a stage appears here when it is implemented.
 _GROUPS: list[tuple[str, str, str]] = [
+    ("dqm", "lhcad.dqm.cli", "app"),
     ("stats", "lhcad.stats.cli", "app"),
     ("train", "lhcad.models.cli", "train_app"), ("score", "lhcad.models.cli", "score_app"),
     ("generate", "lhcad.generate.cli", "app"),

@@ -296,11 +296,42 @@ class StatsConfig(_Strict):
 
 
 class DQMConfig(_Strict):
-    monitor_elements: list[str] = Field(default_factory=lambda: ["MET_significance", "Jet_pt", "Jet_phi"])
-    model: Literal["dense", "lstm"] = "dense"
+    """Data-quality monitoring (``lhcad dqm``): per-LS autoencoders, thresholds, run certification."""
+
+    monitor_elements: list[str] = Field(
+        default_factory=list, description="MEs under lumi/ in the store; empty = every ME found"
+    )
+    models: list[Literal["dense", "lstm"]] = Field(
+        default_factory=lambda: ["dense", "lstm"], min_length=1, description="AEs trained and compared"
+    )
+    model: Literal["dense", "lstm"] = Field("dense", description="the AE whose flags certify")
+    reference: str | None = Field(None, description="golden JSON of GOOD reference LSs to train on")
+    reference_runs: list[int] = Field(default_factory=list, description="GOOD reference runs to train on")
+    holdout_fraction: float = Field(0.34, gt=0, lt=1, description="GOOD LSs held out for calibration")
     false_flag_rate: float = Field(1e-3, gt=0, lt=1)
-    min_entries: int = Field(20, ge=0)
-    lumi_csv: str | None = None
+    min_entries: int = Field(20, ge=0, description="fewer entries: LS marked low_stats")
+    low_stats: Literal["exclude", "keep"] = Field("exclude", description="certify low-stats LSs or not")
+    run_test_alpha: float = Field(1e-3, gt=0, lt=1, description="p-value below which a run is BAD")
+    run_test_syst: float = Field(0.0, ge=0, description="relative per-bin systematic in the run χ² test")
+    max_flagged_fraction: float = Field(0.5, gt=0, le=1, description="more flagged LSs: run BAD")
+    dense_hidden: int = Field(32, ge=1)
+    dense_latent: int = Field(4, ge=1)
+    lstm_window: int = Field(16, ge=2)
+    lstm_hidden: int = Field(32, ge=1)
+    lstm_latent: int = Field(8, ge=1)
+    epochs: int = Field(60, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    seed: int = 0
+    lumi_csv: str | None = Field(None, description="brilcalc CSV; default: the generator's lumi.csv")
+    max_plots: int = Field(6, ge=0, description="runs plotted (runs with flags first)")
+
+    @model_validator(mode="after")
+    def _model_trained(self) -> DQMConfig:
+        if self.model not in self.models:
+            raise ValueError(f"dqm.model {self.model!r} must be one of dqm.models {self.models}")
+        return self
 
 
 class L1Config(_Strict):

@@ -57,6 +57,7 @@ STAGE_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 # stage name -> "module:function"; a stage is listed once it is implemented.
 STAGE_FUNCTIONS: dict[str, str] = {
+    "dqm": "lhcad.dqm.stage:pipeline_stage",
     "train": "lhcad.models.cli:pipeline_train", "score": "lhcad.models.cli:pipeline_score",
     "generate": "lhcad.generate.stage:pipeline_stage",
     "l1": "lhcad.models.l1_jobs:pipeline_stage",

@@ -1,0 +1,96 @@
+"""Compare a certification with the generator's per-LS fault truth (benchmarks, ``lhcad run``).
+
+Truth (``truth.json`` of ``lhcad generate dqm``, or :mod:`lhcad.dqm.toy`) is read into a
+:class:`Truth`: per run whether it is BAD and which LSs are faulty with which kind.
+
+Figures: ``ls_recall`` (fraction of truly faulty LSs flagged) overall and per fault kind;
+``ls_false_flag_rate`` (fraction of LSs of GOOD runs flagged, outside the reference runs the models
+learnt from); ``true_recoverable_lumi_pb`` (luminosity of the fault-free LSs of BAD runs) vs
+``recovered_lumi_pb``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Truth:
+    bad_runs: set[int] = field(default_factory=set)
+    good_runs: set[int] = field(default_factory=set)
+    faults: dict[tuple[int, int], str] = field(default_factory=dict)  # (run, ls) -> kind
+
+    def kind_of(self, run: np.ndarray, lumi: np.ndarray) -> np.ndarray:
+        return np.array([self.faults.get((int(r), int(ls)), "") for r, ls in zip(run, lumi)], dtype=object)
+
+
+def _faults_of(entry) -> dict[int, str]:
+    """Fault LSs of one run's truth entry, accepting {ls: kind}, [{ls, kind}], [[first, last, kind]]."""
+    f = entry.get("faults", entry.get("faulty_ls", entry.get("bad_ls", {}))) if isinstance(entry, dict) else entry
+    out: dict[int, str] = {}
+    if isinstance(f, dict):
+        for ls, kind in f.items():
+            out[int(ls)] = kind if isinstance(kind, str) else str(kind.get("kind", kind))
+    elif isinstance(f, list):
+        for item in f:
+            if isinstance(item, dict):
+                kind = str(item.get("kind", item.get("fault", "fault")))
+                if "ls" in item:
+                    out[int(item["ls"])] = kind
+                else:
+                    for ls in range(int(item.get("first", item.get("ls_first"))), int(item.get("last", item.get("ls_last"))) + 1):
+                        out[ls] = kind
+            elif isinstance(item, list | tuple):
+                for ls in range(int(item[0]), int(item[1]) + 1):
+                    out[ls] = str(item[2]) if len(item) > 2 else "fault"
+            else:
+                out[int(item)] = "fault"
+    return out
+
+
+def read_truth(source: str | Path | dict) -> Truth:
+    data = json.loads(Path(source).read_text()) if not isinstance(source, dict) else source
+    runs = data.get("runs", data)
+    if isinstance(runs, list):
+        runs = {str(e["run"]): e for e in runs}
+    t = Truth()
+    for run, entry in runs.items():
+        faults = _faults_of(entry)
+        status = str(entry.get("status", entry.get("verdict", ""))).upper() if isinstance(entry, dict) else ""
+        bad = bool(faults) or status == "BAD" or (isinstance(entry, dict) and entry.get("bad") is True)
+        (t.bad_runs if bad else t.good_runs).add(int(run))
+        for ls, kind in faults.items():
+            t.faults[(int(run), ls)] = kind
+    return t
+
+
+def evaluate(table: dict, truth: Truth, reference_runs=(), lumidata=None) -> dict:
+    """Recall per fault kind, false-flag rate on GOOD runs, recovered vs recoverable luminosity."""
+    run, lumi = np.asarray(table["run"]), np.asarray(table["lumi"])
+    flagged, certified = np.asarray(table["flagged"]), np.asarray(table["certified"])
+    kind = truth.kind_of(run, lumi)
+    faulty = kind != ""
+    out: dict = {"ls_recall": float(flagged[faulty].mean()) if faulty.any() else None,
+                 "n_faulty_ls": int(faulty.sum()), "ls_recall_per_kind": {}, "n_faulty_ls_per_kind": {}}
+    for k in sorted(set(kind[faulty])):
+        sel = kind == k
+        out["ls_recall_per_kind"][k] = float(flagged[sel].mean())
+        out["n_faulty_ls_per_kind"][k] = int(sel.sum())
+    good = np.isin(run, sorted(truth.good_runs)) & ~np.isin(run, list(reference_runs))
+    out["n_good_ls_tested"] = int(good.sum())
+    out["ls_false_flag_rate"] = float(flagged[good].mean()) if good.any() else None
+    bad_run_rows = np.isin(run, sorted(truth.bad_runs))
+    clean_bad = bad_run_rows & ~faulty
+    out["clean_ls_of_bad_runs_flagged"] = float(flagged[clean_bad].mean()) if clean_bad.any() else None
+    out["faulty_ls_certified"] = int((certified & faulty).sum())
+    if lumidata is not None:
+        from lhcad.dqm.lumi import lumi_of
+
+        out["true_recoverable_lumi_pb"] = lumi_of(lumidata, run[clean_bad], lumi[clean_bad])
+        rec = bad_run_rows & certified
+        out["recovered_lumi_bad_runs_pb"] = lumi_of(lumidata, run[rec], lumi[rec])
+    return out
