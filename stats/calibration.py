@@ -20,18 +20,21 @@ from lhcad.stats.model import gaussian_template
 from lhcad.stats.discovery import local_p_value
 
 
-def fit_pulls(truth: Sequence[float], edges: np.ndarray, n_toys: int, seed: int = 0) -> dict:
-    """Fit the true function to ``n_toys`` Poisson toys; pulls (p̂ − p)/σ̂ and F-test choices."""
+def fit_pulls(truth: Sequence[float], edges: np.ndarray, n_toys: int, seed: int = 0, n_choice: int | None = None) -> dict:
+    """Fit the true function to ``n_toys`` Poisson toys; pulls (p̂ − p)/σ̂, and the F-test choice on
+    the first ``n_choice`` toys (all by default)."""
     truth = np.asarray(truth, dtype=float)
     mu = DijetFunction(truth.size).expected(truth, edges)
     rng = np.random.default_rng(seed)
     pulls, picks, valid = [], [], 0
-    for _ in range(n_toys):
+    n_choice = n_toys if n_choice is None else n_choice
+    for i in range(n_toys):
         n = rng.poisson(mu).astype(float)
         res = fit_spectrum(n, edges, truth.size)
         valid += res.valid
         pulls.append((res.params - truth) / res.errors)
-        picks.append(choose_function(n, edges).best.npar)
+        if i < n_choice:
+            picks.append(choose_function(n, edges).best.npar)
     pulls = np.asarray(pulls)
     return {
         "pull_mean": pulls.mean(axis=0).tolist(),

@@ -65,20 +65,20 @@ def choose_function(
 ) -> FunctionChoice:
     """Fit the functions in ``npars`` (increasing) and pick one by successive F-tests at level ``alpha``.
 
-    A more complex function is only considered when its fit converged; each fit starts from the
-    previous one's parameters (extra parameters at 0), which makes the nesting explicit.
+    A more complex function is only considered when its fit converged; when its fit ends above the
+    simpler function's minimum (impossible for nested functions) it is restarted from that optimum.
     """
     npars = sorted(npars)
     fits: dict[int, FitResult] = {}
     p_values: dict[str, float] = {}
     best = None
-    start = None
     for k in npars:
         try:
             res = fit_spectrum(counts, edges, k, mask=mask, sqrt_s=sqrt_s)
-            if start is not None:
-                # also try the nested start (previous optimum + 0) and keep the better minimum
-                nested = fit_spectrum(counts, edges, k, mask=mask, sqrt_s=sqrt_s, start=np.append(start, 0.0))
+            prev = fits.get(max(fits)) if fits else None
+            if prev is not None and (not res.valid or res.nll > prev.nll + 1e-3):
+                # a nested function cannot fit worse: restart from the previous optimum (+ 0)
+                nested = fit_spectrum(counts, edges, k, mask=mask, sqrt_s=sqrt_s, start=np.append(prev.params, 0.0))
                 if nested.valid and (not res.valid or nested.nll < res.nll):
                     res = nested
         except ValueError:
@@ -86,7 +86,6 @@ def choose_function(
         fits[k] = res
         if best is None:
             best = res
-            start = res.params
             continue
         if not res.valid:
             break
@@ -94,7 +93,6 @@ def choose_function(
         p_values[f"{best.npar}vs{k}"] = p
         if p < alpha:
             best = res
-            start = res.params
         else:
             break
     if best is None:
