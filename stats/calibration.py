@@ -100,3 +100,34 @@ def cls_coverage(
         covered += not cls_excluded(n, b, cov, s, mu_true)
     return {"mu_true": float(mu_true), "coverage": covered / n_toys, "n_toys": n_toys,
             "binomial_error": float(np.sqrt(0.95 * 0.05 / n_toys))}
+
+
+# ------------------------------------------------------------------------------------ synthetic data
+def sample_mjj(truth: Sequence[float], n_events: int, mjj_range: tuple[float, float], rng: np.random.Generator,
+               sqrt_s: float = 13000.0) -> np.ndarray:
+    """``n_events`` m_jj values drawn from the dijet function ``truth`` (inverse CDF on a 1 GeV grid)."""
+    truth = np.asarray(truth, dtype=float)
+    grid = np.arange(mjj_range[0], mjj_range[1] + 1.0, 1.0)
+    cdf = np.concatenate([[0.0], np.cumsum(DijetFunction(truth.size, sqrt_s).expected(truth, grid))])
+    return np.interp(rng.uniform(size=n_events), cdf / cdf[-1], grid)
+
+
+def controlled_scores(n_bkg: int, n_sig: int, eps_bkg: float, eps_sig: float, rng: np.random.Generator):
+    """A truth-informed score with known efficiencies: background ~ U(0, 1), so a top-``eps_bkg`` cut is
+    at ≈ 1 − eps_bkg; a fraction ``eps_sig`` of the signal scores lies above it, the rest below."""
+    bkg = rng.uniform(size=n_bkg)
+    passed = rng.uniform(size=n_sig) < eps_sig
+    sig = np.where(passed, rng.uniform(1 - eps_bkg, 1.0, n_sig), rng.uniform(0.0, 1 - eps_bkg, n_sig))
+    return bkg, sig
+
+
+def asimov_significance(s: float, b: float) -> float:
+    """Expected discovery significance of ``s`` signal on ``b`` background events (Asimov formula)."""
+    return float(np.sqrt(2 * ((s + b) * np.log1p(s / b) - s)))
+
+
+def signal_for_significance(z: float, b: float) -> float:
+    """Signal events giving an expected (Asimov) significance ``z`` over ``b`` background events."""
+    from scipy.optimize import brentq
+
+    return float(brentq(lambda s: asimov_significance(s, b) - z, 1e-9, 100 * z * np.sqrt(b) + 100))
