@@ -57,6 +57,7 @@ STAGE_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 # stage name -> "module:function"; a stage is listed once it is implemented.
 STAGE_FUNCTIONS: dict[str, str] = {
+    "process": "lhcad.processors.runner:pipeline_stage",
     "dqm": "lhcad.dqm.stage:pipeline_stage",
     "train": "lhcad.models.cli:pipeline_train", "score": "lhcad.models.cli:pipeline_score",
     "generate": "lhcad.generate.stage:pipeline_stage",

@@ -87,7 +87,7 @@ class DijetProcessor(StoreProcessor):
 
         def take(field: str, dtype=np.float32) -> np.ndarray:
             if field in fj.fields:
-                return ak.to_numpy(ak.to_regular(sel_fj[field][idx2], axis=1)).astype(dtype)
+                return ak.to_numpy(ak.to_regular(sel_fj[field][idx2], axis=1)).astype(dtype).reshape(-1, 2)
             self.missing.add(f"FatJet_{field}")
             return np.full((len(idx2), 2), np.nan, dtype)
 

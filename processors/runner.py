@@ -18,6 +18,7 @@ first bad file stops the run with one error naming it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ from typing import Any
 
 import uproot
 
+from lhcad import log as _log
 from lhcad import store as _store
 from lhcad.config import ClusterConfig, ConfigError
 
@@ -165,7 +167,7 @@ def process(
     fileset: str | Path | Mapping,
     store: str,
     *,
-    cluster: ClusterConfig | None = None,
+    cluster: ClusterConfig | Any = None,
     chunksize: int = 200_000,
     skipbadfiles: bool = False,
     treename: str = "Events",
@@ -174,7 +176,8 @@ def process(
 ) -> dict[str, Any]:
     """Run processor ``table`` (dijet | lumi | l1) over ``fileset`` into ``store``; returns a summary.
 
-    ``options`` are the processor's hyper-parameters (e.g. ``{"pt_min": 300}`` for dijet). A rerun
+    ``cluster`` is a :class:`~lhcad.config.ClusterConfig` (opened and closed here) or an already open
+    :class:`lhcad.cluster.Cluster` (reused). ``options`` are the processor's hyper-parameters (e.g. ``{"pt_min": 300}`` for dijet). A rerun
     with the same arguments after a crash reuses every committed chunk. Raises
     :class:`lhcad.config.ConfigError` for bad inputs (naming the file) unless ``skipbadfiles``.
     """
@@ -211,15 +214,26 @@ def process(
     }
     run_fs = {ds: spec for ds, spec in run_fs.items() if spec["files"]}
 
-    cluster_cfg = cluster or ClusterConfig(type="iterative")
+    if cluster is None or isinstance(cluster, ClusterConfig):
+        cluster_cfg = cluster or ClusterConfig(type="iterative")
+        opened = open_cluster(cluster_cfg)
+    else:  # an open lhcad.cluster.Cluster
+        cluster_cfg = cluster.config
+        opened = contextlib.nullcontext(cluster)
     skip = BAD_INPUT_ERRORS if skipbadfiles else False
     metrics: dict[str, Any] = {}
-    accum: dict[str, Any] = {}
-    with open_cluster(cluster_cfg) as cl, warnings.catch_warnings():
+    with opened as cl, warnings.catch_warnings():
         warnings.filterwarnings("ignore", module="coffea.nanoevents.schemas")
         warnings.filterwarnings("ignore", message="Skipping bad file")
+        ex_opts: dict[str, Any] = {"status": not _log._state["quiet"]}
+        if cluster_cfg.type == "futures":
+            # one reusable process pool for preprocessing and processing (and for the next call):
+            # starting a fresh pool per step re-imports coffea in every worker
+            from loky import get_reusable_executor
+
+            ex_opts["pool"] = get_reusable_executor(max_workers=cluster_cfg.workers, timeout=60)
         runner = processor.Runner(
-            executor=cl.coffea_executor(), schema=NanoAODSchema, chunksize=chunksize,
+            executor=cl.coffea_executor(**ex_opts), schema=NanoAODSchema, chunksize=chunksize,
             skipbadfiles=skip, savemetrics=True,
         )
         try:
@@ -235,7 +249,7 @@ def process(
             log.info("%s: resuming, %d of %d chunks already committed", table, reused, len(chunks))
         if todo:
             try:
-                accum, metrics = runner.run(todo, proc, treename=treename)["out"], {}
+                metrics = runner.run(todo, proc, treename=treename).get("metrics", {})
             except Exception as exc:  # noqa: BLE001
                 err = _find_input_error(exc)
                 if err is not None:
@@ -260,9 +274,17 @@ def process(
                 raise ConfigError(reason)
             skipped_files.append({"dataset": ds, "file": f, "events": n or 0, "readable": n is not None,
                                   "reason": reason})
-    missing_chunks = [k for k in keys if k not in entries]
-    if missing_chunks:  # a chunk that returned nothing and wrote no part: never silently dropped
-        raise RuntimeError(f"{table}: {len(missing_chunks)} chunks produced no part (first: {missing_chunks[0]})")
+    for c, k in zip(chunks, keys):
+        if k in entries:
+            continue
+        # coffea skipped the chunk before our processor ran (file could not be re-opened): record it
+        if not skipbadfiles:
+            raise RuntimeError(f"{table}: chunk {k} produced no part")
+        _n, why = probe_file(c.filename, c.treename)
+        entries[k] = {"key": k, "dataset": c.dataset, "file": c.filename, "uuid": "", "treename": c.treename,
+                      "entrystart": c.entrystart, "entrystop": c.entrystop,
+                      "events_in": c.entrystop - c.entrystart, "events_out": 0, "status": "skipped",
+                      "reason": why or f"{c.filename}: chunk {c.entrystart}-{c.entrystop} could not be read"}
 
     order = {k: i for i, k in enumerate(keys)}
     ordered = sorted((entries[k] for k in keys), key=lambda e: order[e["key"]])
@@ -280,5 +302,53 @@ def process(
         log.warning("%s: optional branch %s missing in some inputs: its features are NaN", table, name)
     for row in summary["skipped"]:
         log.warning("skipped %s", row["reason"])
-    del accum, metrics
+    summary["process_s"] = round(float(metrics.get("processtime", 0.0)), 3)
+    summary["branches_read"] = sorted({str(c).rsplit("-", 1)[0] for c in metrics.get("columns", [])})
     return summary
+
+
+# ------------------------------------------------------------------------------------------ lhcad run
+GENERATED_SOURCE = {"dijet": "dijet", "lumi": "dqm", "l1": "l1"}
+
+
+def pipeline_stage(cfg, ctx) -> dict[str, Any]:
+    """``lhcad run`` stage "process": every configured processor into ``cfg.store``.
+
+    ``process.<table>: generated`` reads ``<workdir>/generated/{dijet,dqm,l1}/fileset.json``; a
+    processor whose generated input was switched off (``generate.<kind>: null``) is skipped.
+    """
+    from lhcad.cluster import open_cluster
+
+    pc = cfg.process
+    out_dir = Path(ctx.workdir) / "process"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Any] = {}
+    artefacts: dict[str, str] = {}
+    with open_cluster(cfg.cluster) as cl:
+        for table in ("dijet", "lumi", "l1"):
+            source = getattr(pc, table)
+            if source is None:
+                continue
+            if source == "generated":
+                kind = GENERATED_SOURCE[table]
+                path = Path(ctx.workdir) / "generated" / kind / "fileset.json"
+                if getattr(cfg.generate, kind) is None and not path.exists():
+                    log.info("process %s: generate.%s is off, skipped", table, kind)
+                    continue
+                if not path.exists():
+                    raise ConfigError(f"{path}: generated fileset not found (stage generate must run first)")
+            else:
+                path = Path(source)
+            summary = process(table, path, cfg.store, cluster=cl, chunksize=pc.chunksize,
+                              skipbadfiles=pc.skipbadfiles, treename=pc.treename, options=pc.options(table))
+            js = out_dir / f"{table}_summary.json"
+            js.write_text(json.dumps(summary, indent=1))
+            artefacts[f"{table}_summary"] = str(js)
+            figures[f"{table}_events_processed"] = summary["events_processed"]
+            figures[f"{table}_events_skipped"] = summary["events_skipped"]
+            figures[f"{table}_{'ls' if table == 'lumi' else 'rows'}"] = summary["rows"]
+            figures[f"{table}_wall_s"] = summary["wall_s"]
+            if summary["missing_branches"]:
+                figures[f"{table}_missing_branches"] = ", ".join(summary["missing_branches"])
+    artefacts["store"] = str(cfg.store)
+    return {"figures": figures, "plots": [], "artefacts": artefacts}
