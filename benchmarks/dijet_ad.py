@@ -1,0 +1,224 @@
+"""Weakly supervised resonant AD on an LHCO-like dijet set: max SIC and AUC of every method.
+
+Data, in order of preference:
+
+* ``--store S.zarr`` — a prepared store (``dijet/`` with datasets ``data``, ``extra_bkg``, ``test``);
+* ``--lhco DIR`` — LHC Olympics R&D feature files imported with :func:`lhcad.importers.import_lhco`
+  (``*extra*`` → ``extra_bkg``, ``*test*`` → ``test``, every other ``*.h5`` → ``data``);
+* otherwise the real chain: ``lhcad generate dijet`` (QCD + W'(3.5 TeV) → X(500) Y(100) at
+  ``--s-over-b`` in the SR, ``--extra-background``, ``--test-events``) → ``lhcad process dijet``.
+
+Then supervised, IAD, CWoLa, ANODE, CATHODE and R-ANODE run as Dask tasks (k folds × ensemble
+members) on a local cluster, are scored into the store and evaluated on the labelled SR test events.
+``--scan`` repeats CATHODE and R-ANODE at further S/B values (regenerated data); ``--null`` repeats
+CATHODE with no injected signal (background closure: data-vs-template AUC ≈ 0.5).
+
+    python benchmarks/dijet_ad.py --quick --json q.json       # smoke run (small, few epochs)
+    python benchmarks/dijet_ad.py --events 1000000 --json full.json
+    python benchmarks/dijet_ad.py --store prepared.zarr --methods cwola,cathode
+
+JSON keys: ``max_sic`` and ``auc`` ({method: value}), ``s_over_b`` (measured in the SR of
+``data``), ``wall_s`` ({method: train + score seconds; ``background_flow``: the shared sideband
+flow}), ``rule`` (max-SIC FPR rule), ``template_auc``, ``scan`` (list of {s_over_b, max_sic}),
+``null_test``, ``goals`` (issue acceptance checks), ``settings``, ``load_average``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SR = (3300.0, 3700.0)
+ALL = ["supervised", "iad", "cwola", "anode", "cathode", "ranode"]
+
+
+def _lhcad(*args: str) -> None:
+    """Run one lhcad command in a subprocess (the real CLI), failing loudly."""
+    cmd = [sys.executable, "-m", "lhcad.cli", "-q", *args]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+
+
+def generate_store(workdir: Path, events: int, s_over_b: float, extra: int, test: int, seed: int,
+                   workers: int) -> tuple[str, dict]:
+    """generate → process; returns (store path, timings)."""
+    gen = workdir / f"gen_sb{s_over_b:g}"
+    store = workdir / f"store_sb{s_over_b:g}.zarr"
+    t0 = time.perf_counter()
+    if not (gen / "fileset.json").exists():
+        args = ["generate", "dijet", "--events", str(events), "--out", str(gen), "--seed", str(seed),
+                "--extra-background", str(extra), "--test-events", str(test)]
+        args += ["--s-over-b", str(s_over_b)] if s_over_b > 0 else ["--signal-events", "0"]
+        _lhcad(*args)
+    t1 = time.perf_counter()
+    if not (store / "dijet").exists():
+        _lhcad("process", "dijet", "--fileset", str(gen / "fileset.json"), "--out", str(store),
+               "--executor", "futures", "--workers", str(workers))
+    return str(store), {"generate_s": t1 - t0, "process_s": time.perf_counter() - t1}
+
+
+def import_lhco_store(directory: Path, workdir: Path) -> str:
+    from lhcad.importers import import_lhco
+
+    store = workdir / "lhco.zarr"
+    files = sorted(Path(directory).glob("*.h5"))
+    if not files:
+        raise SystemExit(f"{directory}: no *.h5 LHCO feature files")
+    groups: dict[str, list[Path]] = {}
+    for f in files:
+        name = "extra_bkg" if "extra" in f.name else "test" if "test" in f.name else "data"
+        groups.setdefault(name, []).append(f)
+    for name, paths in groups.items():
+        import_lhco(paths, str(store), dataset=name)
+    return str(store)
+
+
+def measured_s_over_b(store: str) -> float:
+    import numpy as np
+
+    from lhcad.models.data import load_dijet
+
+    d = load_dijet(store)
+    rows = d.rows("data") & (d.m >= SR[0]) & (d.m < SR[1])
+    s, b = int((d.truth[rows] > 0).sum()), int((d.truth[rows] == 0).sum())
+    return float(s / b) if b else float(np.nan)
+
+
+def run_methods(store: str, methods: list[str], settings: dict, artefacts: Path, workers: int) -> dict:
+    """Train + score ``methods``; per-method wall time, metrics."""
+    from lhcad.cluster import open_cluster
+    from lhcad.config import ClusterConfig, TrainConfig
+    from lhcad.models import jobs
+
+    cfg = TrainConfig(methods=methods, sr=SR, **settings)
+    spec = jobs.make_spec(store, cfg, artefacts)
+    out: dict = {"wall_s": {}, "results": {}}
+    with open_cluster(ClusterConfig(type="dask-local", workers=workers, threads_per_worker=1)) as cl:
+        if any(m in jobs.FLOW_METHODS for m in methods):
+            t0 = time.perf_counter()
+            tasks = [{"spec": spec, "sr": SR, "member": k} for k in range(cfg.n_flows)]
+            cl.map(jobs.train_flow_task, tasks, retries=cfg.retries, desc="background flow")
+            out["wall_s"]["background_flow"] = time.perf_counter() - t0
+        for method in methods:
+            t0 = time.perf_counter()
+            jobs.train(cl, spec, [method])
+            res = jobs.score(cl, spec, [method])
+            out["wall_s"][method] = time.perf_counter() - t0
+            out["results"][method] = res[jobs.score_key(method, SR)]
+            r = out["results"][method]
+            print(f"  {method:10s} max SIC {r.get('max_sic', float('nan')):7.2f}  AUC {r.get('auc', float('nan')):.3f}"
+                  f"  {out['wall_s'][method]:7.1f} s" + (f"  template AUC {r['template_auc']:.3f}"
+                                                         if "template_auc" in r else ""), flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small smoke run (200 k events, few epochs)")
+    p.add_argument("--store", help="use this prepared Zarr store")
+    p.add_argument("--lhco", type=Path, help="import LHCO R&D *.h5 feature files from this folder")
+    p.add_argument("--events", type=int, default=1_000_000, help="QCD events to generate (default 1 M)")
+    p.add_argument("--s-over-b", type=float, default=0.006, help="injected S/B in the SR (default 0.6 %%)")
+    p.add_argument("--extra-background", type=int, default=200_000, help="SR-only QCD events for IAD")
+    p.add_argument("--test-events", type=int, default=100_000, help="labelled SR test events")
+    p.add_argument("--scan", default="0.003", help="further S/B points for CATHODE vs R-ANODE ('' = none)")
+    p.add_argument("--null", action="store_true", help="also run the zero-signal closure test")
+    p.add_argument("--methods", default=",".join(ALL), help="comma-separated methods")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--ensemble", type=int, default=2, help="ensemble members per fold")
+    p.add_argument("--classifier", default="hgb", choices=["hgb", "mlp"])
+    p.add_argument("--flow-epochs", type=int, default=30)
+    p.add_argument("--flow-max-events", type=int, default=200_000)
+    p.add_argument("--ranode-epochs", type=int, default=30)
+    p.add_argument("--workers", type=int, default=2, help="local Dask workers (1 thread each)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--workdir", type=Path, help="keep generated data / stores / artefacts here")
+    p.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.events, a.extra_background, a.test_events = 200_000, 40_000, 20_000
+        a.folds, a.ensemble, a.flow_epochs, a.ranode_epochs, a.flow_max_events = 3, 1, 4, 4, 40_000
+        a.s_over_b = max(a.s_over_b, 0.02)
+        a.scan = ""
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    bad = sorted(set(methods) - set(ALL))
+    if bad:
+        p.error(f"--methods: unknown {', '.join(bad)} (choose from {', '.join(ALL)})")
+
+    from lhcad import log
+
+    log.setup(quiet=True)
+    workdir = a.workdir or Path(tempfile.mkdtemp(prefix="lhcad-bench-ad-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings = {"folds": a.folds, "ensemble": a.ensemble, "classifier": a.classifier,
+                "flow_epochs": a.flow_epochs, "flow_max_events": a.flow_max_events,
+                "ranode_epochs": a.ranode_epochs, "seed": a.seed, "device": "auto"}
+    timings: dict = {}
+    if a.store:
+        store = a.store
+    elif a.lhco:
+        store = import_lhco_store(a.lhco, workdir)
+    else:
+        store, timings = generate_store(workdir, a.events, a.s_over_b, a.extra_background, a.test_events,
+                                        a.seed, a.workers)
+    sb = measured_s_over_b(store)
+    print(f"store {store}: S/B in SR {100 * sb:.3f} %", flush=True)
+    main_run = run_methods(store, methods, settings, workdir / "artefacts", a.workers)
+    res = main_run["results"]
+    out: dict = {
+        "max_sic": {m: res[m].get("max_sic") for m in methods},
+        "auc": {m: res[m].get("auc") for m in methods},
+        "s_over_b": sb,
+        "wall_s": main_run["wall_s"],
+        "rule": next((r["rule"] for r in res.values() if "rule" in r), None),
+        "template_auc": res.get("cathode", {}).get("template_auc"),
+        "signal_fraction": res.get("ranode", {}).get("signal_fraction"),
+        "data_timings_s": timings,
+        "settings": {**settings, "events": a.events, "injected_s_over_b": a.s_over_b,
+                     "extra_background": a.extra_background, "test_events": a.test_events,
+                     "workers": a.workers, "store": store},
+        "scan": [],
+    }
+    scan_methods = [m for m in ("cathode", "ranode") if m in methods]
+    if not a.store and not a.lhco:
+        for point in [float(x) for x in a.scan.split(",") if x.strip()]:
+            print(f"scan S/B = {100 * point:.2f} %", flush=True)
+            st, _ = generate_store(workdir, a.events, point, a.extra_background, a.test_events, a.seed, a.workers)
+            r = run_methods(st, scan_methods, settings, workdir / "artefacts", a.workers)["results"]
+            out["scan"].append({"s_over_b": measured_s_over_b(st),
+                                "max_sic": {m: r[m].get("max_sic") for m in scan_methods}})
+        if a.null and "cathode" in methods:
+            print("null test (no injected signal)", flush=True)
+            st, _ = generate_store(workdir, a.events, 0.0, a.extra_background, a.test_events, a.seed, a.workers)
+            r = run_methods(st, ["cathode"], settings, workdir / "artefacts", a.workers)["results"]["cathode"]
+            out["null_test"] = {"template_auc": r.get("template_auc"), "max_sic": r.get("max_sic"),
+                                "closure_ok": abs(r.get("template_auc", 1.0) - 0.5) <= 0.02}
+    ms = out["max_sic"]
+    goals = {}
+    if "iad" in ms:
+        goals["iad >= 10"] = ms["iad"] >= 10
+        for m, f in (("cathode", 0.9), ("cwola", 0.65)):
+            if m in ms:
+                goals[f"{m} >= {f} x iad"] = ms[m] >= f * ms["iad"]
+        if "supervised" in ms:
+            goals["supervised >= iad"] = ms["supervised"] >= ms["iad"]
+    if out["scan"] and len(scan_methods) == 2:
+        low = out["scan"][-1]["max_sic"]
+        goals["ranode >= cathode at low S/B"] = low["ranode"] >= low["cathode"]
+    out["goals"] = goals
+    out["load_average"] = os.getloadavg()
+    print(json.dumps({k: out[k] for k in ("max_sic", "auc", "s_over_b", "wall_s", "goals")}, indent=1, default=float))
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=2, default=float))
+    return out
+
+
+if __name__ == "__main__":
+    main()
