@@ -11,6 +11,9 @@ import uproot
 
 from lhcad.cli import main
 
+# coffea warns about NanoAOD cross-references (Jet_muonIdx1, ...) that these files do not have
+pytestmark = pytest.mark.filterwarnings("ignore:Missing cross-reference index:RuntimeWarning")
+
 N_QCD = 150_000
 N_SIG = 20_000
 N_TEST = 20_000

@@ -12,6 +12,9 @@ import uproot
 
 from lhcad.cli import main
 
+# coffea warns about NanoAOD cross-references (Jet_muonIdx1, ...) that these files do not have
+pytestmark = pytest.mark.filterwarnings("ignore:Missing cross-reference index:RuntimeWarning")
+
 
 def run_cli(args):
     try:

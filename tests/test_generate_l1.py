@@ -14,6 +14,9 @@ from scipy.stats import ks_2samp
 from lhcad.cli import main
 from lhcad.generate import l1
 
+# coffea warns about NanoAOD cross-references (Jet_muonIdx1, ...) that these files do not have
+pytestmark = pytest.mark.filterwarnings("ignore:Missing cross-reference index:RuntimeWarning")
+
 N_SM = 40_000
 N_SIG = 8_000
 
@@ -43,8 +46,8 @@ def load(l1_dir, dataset):
     lep = ak.concatenate([arrs.Electron_pt, arrs.Muon_pt], axis=1)
     lep_phi = ak.concatenate([arrs.Electron_phi, arrs.Muon_phi], axis=1)
     lead = ak.argmax(lep, axis=1, keepdims=True)
-    pt = ak.to_numpy(ak.flatten(lep[lead])).astype(float)
-    phi = ak.to_numpy(ak.flatten(lep_phi[lead])).astype(float)
+    pt = ak.to_numpy(ak.fill_none(ak.flatten(lep[lead]), 0.0)).astype(float)
+    phi = ak.to_numpy(ak.fill_none(ak.flatten(lep_phi[lead]), 0.0)).astype(float)
     met, met_phi = ak.to_numpy(arrs.MET_pt).astype(float), ak.to_numpy(arrs.MET_phi).astype(float)
     return {
         "n_lep": ak.to_numpy(ak.num(lep)),

@@ -30,7 +30,6 @@ import lhcad
 from lhcad.config import GenerateDijetConfig
 from lhcad.generate import dijet as phys
 from lhcad.generate.common import (
-    GenerateError,
     OutputDir,
     fileset_entry,
     rng_for,
