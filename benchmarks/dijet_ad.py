@@ -186,6 +186,11 @@ def main(argv: list[str] | None = None) -> dict:
                      "workers": a.workers, "store": store},
         "scan": [],
     }
+    def dump() -> None:       # after every phase, so a long run leaves its figures behind
+        if a.json:
+            a.json.write_text(json.dumps({**out, "load_average": os.getloadavg()}, indent=2, default=float))
+
+    dump()
     scan_methods = [m for m in ("cathode", "ranode") if m in methods]
     if not a.store and not a.lhco:
         for point in [float(x) for x in a.scan.split(",") if x.strip()]:
@@ -194,6 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
             r = run_methods(st, scan_methods, settings, workdir / "artefacts", a.workers)["results"]
             out["scan"].append({"s_over_b": measured_s_over_b(st),
                                 "max_sic": {m: r[m].get("max_sic") for m in scan_methods}})
+            dump()
         if a.null and "cathode" in methods:
             print("null test (no injected signal)", flush=True)
             st, _ = generate_store(workdir, a.events, 0.0, a.extra_background, a.test_events, a.seed, a.workers)
@@ -215,8 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
     out["goals"] = goals
     out["load_average"] = os.getloadavg()
     print(json.dumps({k: out[k] for k in ("max_sic", "auc", "s_over_b", "wall_s", "goals")}, indent=1, default=float))
-    if a.json:
-        a.json.write_text(json.dumps(out, indent=2, default=float))
+    dump()
     return out
 
 
