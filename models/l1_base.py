@@ -80,7 +80,7 @@ class L1Estimator(Estimator):
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
-                    total += float(loss) * len(xb)
+                    total += float(loss.detach()) * len(xb)
                 sched.step()
                 self.module_.eval()
                 with torch.no_grad():

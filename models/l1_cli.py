@@ -29,6 +29,7 @@ def train_cmd(
     train_fraction: Annotated[float, typer.Option(help="Share of the 'sm' background used for training.")] = 0.5,
     max_train: Annotated[int | None, typer.Option(min=1, help="Cap on training events per model.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and the training.")] = 0,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Minibatch size (default: each model's own).")] = None,
 ) -> None:
     """Train the L1 models on the store's 'sm' background (the held-out part is kept for evaluation)."""
     from lhcad.log import console
@@ -38,7 +39,8 @@ def train_cmd(
     names = [m.strip() for m in models.split(",") if m.strip()]
     try:
         paths = l1_jobs.train(store, out, names, epochs=epochs, train_fraction=train_fraction,
-                              max_train=max_train, seed=seed)
+                              max_train=max_train, seed=seed,
+                              params={n: {"batch_size": batch_size} for n in names} if batch_size else None)
     except (ValueError, StoreError, FileNotFoundError) as exc:
         raise _usage(exc) from None
     for name, path in paths.items():
