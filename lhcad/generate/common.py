@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -194,12 +194,24 @@ class OutputDir:
 
     def write_root(self, name: str, branches: Mapping[str, Any]) -> Path:
         """Write one NanoAOD-style ``Events`` tree (flat arrays + ``ak.zip`` collections)."""
+        return self.write_root_chunks(name, [branches])
+
+    def write_root_chunks(self, name: str, chunks: Iterable[Mapping[str, Any]]) -> Path:
+        """Write an ``Events`` tree from successive chunks of branches (one basket per chunk).
+
+        Only one chunk is in memory at a time, so files of millions of events need little memory.
+        """
         import uproot
 
         tmp = self._tmp(name)
         with uproot.recreate(tmp, compression=uproot.LZ4(COMPRESSION_LEVEL)) as f:
-            tree = f.mktree("Events", _branch_types(branches), title="Events")
-            tree.extend(dict(branches))
+            tree = None
+            for branches in chunks:
+                if tree is None:
+                    tree = f.mktree("Events", _branch_types(branches), title="Events")
+                tree.extend(dict(branches))
+            if tree is None:
+                raise ValueError(f"{name}: no events to write")
         return self._commit(tmp, name)
 
     def write_json(self, name: str, obj: Any) -> Path:

@@ -13,8 +13,9 @@ Datasets (coffea fileset keys):
 ``test``
     ``test_events`` labelled events in the SR window, 80 % QCD and 20 % signal (run 3).
 
-Files hold at most ``events_per_file`` QCD events (+ their share of the signal). Every file's
-content is a function of (seed, options, file index) only (see :mod:`lhcad.generate.common`).
+Files hold at most ``events_per_file`` QCD events (+ their share of the signal), generated and
+written in chunks of 100 k events (shuffled within a chunk) so memory stays small. Every chunk's
+content is a function of (seed, options, file and chunk index) only (see :mod:`lhcad.generate.common`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 PILOT_EVENTS = 200_000
 RUNS = {"data": 1, "extra_bkg": 2, "test": 3}
 TEST_SIGNAL_FRACTION = 0.2
+CHUNK = 100_000  # events generated (and held in memory) at a time; one ROOT basket each
+CHUNK_STRIDE = 10_000  # random-stream part = CHUNK_STRIDE * file index + chunk index
 
 
 def _largest_remainder(total: int, weights: list[int]) -> list[int]:
@@ -123,53 +126,72 @@ def generate_dijet(cfg: GenerateDijetConfig, out_dir: str | Path, lhco_h5: str |
             + len(split_counts(cfg.test_events, cfg.events_per_file))
         task = bar.add_task("generate dijet", total=n_tasks)
 
-        def write(dataset: str, index: int, block: phys.Block, first_event: int) -> Path:
-            name = f"{dataset}_{index:03d}.root"
-            path = out.write_root(name, phys.to_branches(block, RUNS[dataset], first_event))
-            if lhco_h5 is not None:
-                from lhcad.generate.h5 import lhco_columns
+        def write(dataset: str, index: int, blocks, first_event: int) -> tuple[Path, int]:
+            """Write the blocks yielded by ``blocks`` as one file; returns (path, events)."""
+            count = 0
 
-                lhco_blocks.setdefault(dataset, []).append(lhco_columns(block))
+            def chunks():
+                nonlocal count
+                for block in blocks:
+                    yield phys.to_branches(block, RUNS[dataset], first_event + count)
+                    if lhco_h5 is not None:
+                        from lhcad.generate.h5 import lhco_columns
+
+                        lhco_blocks.setdefault(dataset, []).append(lhco_columns(block))
+                    count += len(block)
+
+            path = out.write_root_chunks(f"{dataset}_{index:03d}.root", chunks())
             bar.advance(task)
-            return path
+            return path, count
 
-        # --- data: QCD + injected signal, shuffled
-        files, n_bkg, n_sig, first = [], 0, 0, 1
-        b_win = s_win = 0
+        # --- data: QCD + injected signal, shuffled (within chunks of <= CHUNK QCD events)
+        stats = {"b": 0, "s": 0, "b_win": 0, "s_win": 0}
+
+        def data_blocks(i: int, nq: int, ns: int):
+            sub_q = split_counts(nq, CHUNK)
+            for j, (mq, ms) in enumerate(zip(sub_q, _largest_remainder(ns, sub_q), strict=True)):
+                part = CHUNK_STRIDE * i + j
+                parts = [phys.sample_events(rng_for(cfg.seed, "qcd", part), mq, accept=trig)]
+                if ms:
+                    srng = rng_for(cfg.seed, "signal", part)
+                    if cfg.signal_events is not None:
+                        parts.append(phys.sample_events(srng, ms, signal, accept=trig))
+                    else:
+                        parts.append(phys.sample_prefix_until(srng, ms, signal, sr_accept, keep=trig))
+                blk = phys.Block.concat(parts)
+                blk = blk.take(rng_for(cfg.seed, "shuffle", part).permutation(len(blk)))
+                win = sr_accept(blk)
+                is_sig = blk.event["truth_label"] > 0
+                stats["b_win"] += int((win & ~is_sig).sum())
+                stats["s_win"] += int((win & is_sig).sum())
+                stats["b"] += int((~is_sig).sum())
+                stats["s"] += int(is_sig.sum())
+                yield blk
+
+        files, first = [], 1
         for i, (nq, ns) in enumerate(zip(qcd_sizes, sig_sizes, strict=True)):
-            qcd = phys.sample_events(rng_for(cfg.seed, "qcd", i), nq, accept=trig)
-            parts = [qcd]
-            if ns:
-                srng = rng_for(cfg.seed, "signal", i)
-                if cfg.signal_events is not None:
-                    parts.append(phys.sample_events(srng, ns, signal, accept=trig))
-                else:
-                    parts.append(phys.sample_prefix_until(srng, ns, signal, sr_accept, keep=trig))
-            blk = phys.Block.concat(parts)
-            blk = blk.take(rng_for(cfg.seed, "shuffle", i).permutation(len(blk)))
-            win = sr_accept(blk)
-            is_sig = blk.event["truth_label"] > 0
-            b_win += int((win & ~is_sig).sum())
-            s_win += int((win & is_sig).sum())
-            n_bkg += int((~is_sig).sum())
-            n_sig += int(is_sig.sum())
-            files.append(write("data", i, blk, first))
-            first += len(blk)
+            path, n = write("data", i, data_blocks(i, nq, ns), first)
+            files.append(path)
+            first += n
         truth_sets["data"] = {
-            "files": [p.name for p in files], "events": n_bkg + n_sig, "background": n_bkg, "signal": n_sig,
-            "background_in_sr": b_win, "signal_in_sr": s_win,
-            "s_over_b_in_sr": (s_win / b_win) if b_win else None,
+            "files": [p.name for p in files], "events": stats["b"] + stats["s"], "background": stats["b"],
+            "signal": stats["s"], "background_in_sr": stats["b_win"], "signal_in_sr": stats["s_win"],
+            "s_over_b_in_sr": (stats["s_win"] / stats["b_win"]) if stats["b_win"] else None,
         }
         fileset["data"] = fileset_entry(files, {"kind": "dijet", "run": RUNS["data"], "labelled": False})
 
         # --- extra background: SR-only QCD
         if cfg.extra_background:
+            def extra_blocks(i: int, n: int):
+                for j, m in enumerate(split_counts(n, CHUNK)):
+                    yield phys.sample_events(rng_for(cfg.seed, "extra_bkg", CHUNK_STRIDE * i + j), m,
+                                             accept=sr_accept, m_range=_sr_mrange(cfg))
+
             files, first = [], 1
             for i, n in enumerate(split_counts(cfg.extra_background, cfg.events_per_file)):
-                blk = phys.sample_events(rng_for(cfg.seed, "extra_bkg", i), n, accept=sr_accept,
-                                         m_range=_sr_mrange(cfg))
-                files.append(write("extra_bkg", i, blk, first))
-                first += len(blk)
+                path, m = write("extra_bkg", i, extra_blocks(i, n), first)
+                files.append(path)
+                first += m
             truth_sets["extra_bkg"] = {"files": [p.name for p in files], "events": cfg.extra_background,
                                        "background": cfg.extra_background, "signal": 0}
             fileset["extra_bkg"] = fileset_entry(files, {"kind": "dijet", "run": RUNS["extra_bkg"],
@@ -177,20 +199,27 @@ def generate_dijet(cfg: GenerateDijetConfig, out_dir: str | Path, lhco_h5: str |
 
         # --- test: labelled SR events, 80 % QCD / 20 % signal
         if cfg.test_events:
-            files, first, tb, ts = [], 1, 0, 0
+            counts = {"b": 0, "s": 0}
+
+            def test_blocks(i: int, n: int):
+                for j, m in enumerate(split_counts(n, CHUNK)):
+                    part = CHUNK_STRIDE * i + j
+                    ms = int(round(TEST_SIGNAL_FRACTION * m))
+                    q = phys.sample_events(rng_for(cfg.seed, "test_qcd", part), m - ms, accept=sr_accept,
+                                           m_range=_sr_mrange(cfg))
+                    s = phys.sample_events(rng_for(cfg.seed, "test_signal", part), ms, signal, accept=sr_accept)
+                    counts["b"] += m - ms
+                    counts["s"] += ms
+                    blk = phys.Block.concat([q, s])
+                    yield blk.take(rng_for(cfg.seed + 1_000_003, "shuffle", part).permutation(len(blk)))
+
+            files, first = [], 1
             for i, n in enumerate(split_counts(cfg.test_events, cfg.events_per_file)):
-                ns = int(round(TEST_SIGNAL_FRACTION * n))
-                q = phys.sample_events(rng_for(cfg.seed, "test_qcd", i), n - ns, accept=sr_accept,
-                                       m_range=_sr_mrange(cfg))
-                s = phys.sample_events(rng_for(cfg.seed, "test_signal", i), ns, signal, accept=sr_accept)
-                blk = phys.Block.concat([q, s])
-                blk = blk.take(rng_for(cfg.seed + 1_000_003, "shuffle", i).permutation(len(blk)))
-                files.append(write("test", i, blk, first))
-                first += len(blk)
-                tb += n - ns
-                ts += ns
-            truth_sets["test"] = {"files": [p.name for p in files], "events": tb + ts, "background": tb,
-                                  "signal": ts}
+                path, m = write("test", i, test_blocks(i, n), first)
+                files.append(path)
+                first += m
+            truth_sets["test"] = {"files": [p.name for p in files], "events": counts["b"] + counts["s"],
+                                  "background": counts["b"], "signal": counts["s"]}
             fileset["test"] = fileset_entry(files, {"kind": "dijet", "run": RUNS["test"], "labelled": True,
                                                     "sr": list(cfg.sr)})
 

@@ -64,6 +64,8 @@ LEPTON_TRIGGER_PT = 23.0
 N_E, N_MU, N_JET = 4, 4, 10
 M_E, M_MU = 0.000511, 0.10566
 CLASS = {"met": 1, "electron": 2, "muon": 3, "jet": 4}
+CHUNK = 100_000  # events generated (and held in memory) at a time; one ROOT basket each
+CHUNK_STRIDE = 10_000  # random-stream part = CHUNK_STRIDE * (100 * dataset index + file index) + chunk
 
 
 # ------------------------------------------------------------------------------------ kinematics
@@ -305,7 +307,7 @@ def make_events(rng: np.random.Generator, process: str, n: int) -> dict[str, Any
     """``n`` events of one process passing the lepton trigger (rejection sampling in blocks)."""
     parts, have, eff = [], 0, 0.5
     while have < n:
-        m = int(min(max(1.2 * (n - have) / eff, 2000), 2_000_000))
+        m = int(min(max(1.2 * (n - have) / eff, 2000), 300_000))
         ev = _reconstruct(rng, PROCESSES[process](rng, m))
         lead = np.maximum(np.where(ev["electron"]["valid"][:, 0], ev["electron"]["pt"][:, 0], 0),
                           np.where(ev["muon"]["valid"][:, 0], ev["muon"]["pt"][:, 0], 0))
@@ -445,21 +447,27 @@ def generate_l1(cfg: GenerateL1Config, out_dir: str | Path, h5: str | Path | Non
         for d_index, (dataset, total) in enumerate(chunk_plan.items()):
             files, first, comp_total = [], 1, {}
             for i, n in enumerate(split_counts(total, cfg.events_per_file)):
-                rng = rng_for(cfg.seed, "l1", 100 * d_index + i)
-                if dataset == "sm":
-                    comp = _sm_composition(rng, n)
-                elif dataset == "blackbox":
-                    n_sig = int(rng.binomial(n, hidden_fraction))
-                    comp = {**_sm_composition(rng, n - n_sig), hidden_signal: n_sig}
-                else:
-                    comp = {dataset: n}
-                ev = sample(rng, comp)
-                files.append(out.write_root(f"{dataset}_{i:03d}.root", to_branches(ev, RUNS[dataset], first)))
-                if h5 is not None:
-                    particles.setdefault(dataset, []).append(to_particles(ev))
-                first += n
-                for k, v in comp.items():
-                    comp_total[k] = comp_total.get(k, 0) + v
+
+                def chunks(i=i, n=n, d_index=d_index, dataset=dataset):
+                    nonlocal first
+                    for j, m in enumerate(split_counts(n, CHUNK)):
+                        rng = rng_for(cfg.seed, "l1", CHUNK_STRIDE * (100 * d_index + i) + j)
+                        if dataset == "sm":
+                            comp = _sm_composition(rng, m)
+                        elif dataset == "blackbox":
+                            n_sig = int(rng.binomial(m, hidden_fraction))
+                            comp = {**_sm_composition(rng, m - n_sig), hidden_signal: n_sig}
+                        else:
+                            comp = {dataset: m}
+                        ev = sample(rng, comp)
+                        if h5 is not None:
+                            particles.setdefault(dataset, []).append(to_particles(ev))
+                        for k, v in comp.items():
+                            comp_total[k] = comp_total.get(k, 0) + v
+                        yield to_branches(ev, RUNS[dataset], first)
+                        first += m
+
+                files.append(out.write_root_chunks(f"{dataset}_{i:03d}.root", chunks()))
                 bar.advance(task)
             if files:
                 plan[dataset] = comp_total
