@@ -44,16 +44,12 @@ def fit_pulls(truth: Sequence[float], edges: np.ndarray, n_toys: int, seed: int 
     }
 
 
-def null_p_values(
-    truth: Sequence[float],
-    sr: tuple[float, float],
-    fit_range: tuple[float, float],
-    n_toys: int,
-    seed: int = 0,
-    resolution: Sequence[float] = (1.0, 0.03),
-) -> dict:
-    """Background-only toys of one window: sideband fit of the true function family, SR p-value."""
-    truth = np.asarray(truth, dtype=float)
+def _run_chunks(fn, args: list, cluster) -> list:
+    return cluster.map(fn, args, desc="stats toys") if cluster is not None else [fn(a) for a in args]
+
+
+def _null_chunk(args) -> list[float]:
+    truth, sr, fit_range, n_toys, seed, resolution = args
     edges, _ = window_edges(sr, fit_range, resolution)
     mu = DijetFunction(truth.size).expected(truth, edges)
     in_sr = sr_mask(edges, sr)
@@ -67,9 +63,40 @@ def null_p_values(
         fit = fit_spectrum(n, edges, truth.size, mask=~in_sr)
         cov = fit.expected_cov[np.ix_(in_sr, in_sr)]
         ps.append(local_p_value(n[in_sr], fit.expected[in_sr], cov, shape)["p_value"])
-    ps = np.asarray(ps)
+    return ps
+
+
+def null_p_values(
+    truth: Sequence[float],
+    sr: tuple[float, float],
+    fit_range: tuple[float, float],
+    n_toys: int,
+    seed: int = 0,
+    resolution: Sequence[float] = (1.0, 0.03),
+    cluster=None,
+    chunks: int = 4,
+) -> dict:
+    """Background-only toys of one window: sideband fit of the true function family, SR p-value.
+
+    Toys run in ``chunks`` independent tasks (on ``cluster`` when given, seeded ``seed + i``).
+    """
+    truth = np.asarray(truth, dtype=float)
+    sizes = np.diff(np.linspace(0, n_toys, chunks + 1).astype(int))
+    args = [(truth, sr, fit_range, int(k), seed + i, tuple(resolution)) for i, k in enumerate(sizes) if k > 0]
+    ps = np.concatenate(_run_chunks(_null_chunk, args, cluster))
     return {"p_values": ps.tolist(), "ks_p_value": float(_st.kstest(ps, "uniform").pvalue),
             "fraction_below_0.05": float(np.mean(ps < 0.05))}
+
+
+def _coverage_chunk(args) -> int:
+    b, cov, s, mu_true, n_toys, seed = args
+    rng = np.random.default_rng(seed)
+    covered = 0
+    for _ in range(n_toys):
+        b_true = np.clip(rng.multivariate_normal(b, cov), 1e-3, None)
+        n = rng.poisson(b_true + mu_true * s).astype(float)
+        covered += not cls_excluded(n, b, cov, s, mu_true)
+    return covered
 
 
 def cls_coverage(
@@ -79,25 +106,24 @@ def cls_coverage(
     mu_true: float | None,
     n_toys: int,
     seed: int = 0,
+    cluster=None,
+    chunks: int = 4,
 ) -> dict:
     """Fraction of toys whose 95 % CLs upper limit covers ``mu_true``.
 
     ``mu_true=None`` uses the median expected limit. The upper limit covers μ exactly when μ is not
     excluded (CLs(μ) ≥ 0.05), so one hypotest per toy suffices. Toys draw the true background from its
-    Gaussian fit uncertainty, then Poisson counts of background + μ_true × signal.
+    Gaussian fit uncertainty, then Poisson counts of background + μ_true × signal; they run in
+    ``chunks`` tasks (on ``cluster`` when given).
     """
     b = np.asarray(background, dtype=float)
     cov = np.asarray(background_cov, dtype=float)
     s = np.asarray(signal, dtype=float)
     if mu_true is None:
-        task = LimitTask(0.0, np.round(b), b, cov, s)
-        mu_true = limit_for_mass(task)["expected"]["median"]
-    rng = np.random.default_rng(seed)
-    covered = 0
-    for _ in range(n_toys):
-        b_true = np.clip(rng.multivariate_normal(b, cov), 1e-3, None)
-        n = rng.poisson(b_true + mu_true * s).astype(float)
-        covered += not cls_excluded(n, b, cov, s, mu_true)
+        mu_true = limit_for_mass(LimitTask(0.0, np.round(b), b, cov, s))["expected"]["median"]
+    sizes = np.diff(np.linspace(0, n_toys, chunks + 1).astype(int))
+    args = [(b, cov, s, float(mu_true), int(k), seed + i) for i, k in enumerate(sizes) if k > 0]
+    covered = sum(_run_chunks(_coverage_chunk, args, cluster))
     return {"mu_true": float(mu_true), "coverage": covered / n_toys, "n_toys": n_toys,
             "binomial_error": float(np.sqrt(0.95 * 0.05 / n_toys))}
 

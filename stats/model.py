@@ -44,12 +44,14 @@ def use_minuit() -> None:
 def background_modifiers(background: np.ndarray, cov: np.ndarray | None, rel_cut: float = 1e-4) -> list[dict]:
     """``histosys`` modifiers, one per significant eigen-direction of the background covariance."""
     if cov is None:
-        return []
+        cov = np.zeros((len(background), len(background)))
     b = np.asarray(background, dtype=float)
     cov = 0.5 * (np.asarray(cov, dtype=float) + np.asarray(cov, dtype=float).T)
     vals, vecs = np.linalg.eigh(cov)
     if vals.max(initial=0.0) <= 0:
-        return []
+        # no fit uncertainty: keep one negligible nuisance, since pyhf's Minuit fits fail when the
+        # POI is the only parameter and it is fixed (no Hesse matrix)
+        return [{"name": "bkg_fit_0", "type": "normsys", "data": {"hi": 1 + 1e-9, "lo": 1 - 1e-9}}]
     mods = []
     for i in np.argsort(vals)[::-1]:
         if vals[i] <= rel_cut * vals.max():

@@ -40,7 +40,8 @@ def test_local_p_value_is_pyhf_q0_for_an_excess_and_continuous_for_a_deficit():
 
 def test_background_only_p_values_are_uniform_over_200_toys():
     # 4-par truth with ~20k events in the fit range; sideband fit, SR 3300-3700 GeV
-    res = null_p_values([2e4, *TRUTH4[1:]], (3300.0, 3700.0), FIT_RANGE, n_toys=200, seed=7)
+    with open_cluster(ClusterConfig(type="futures", workers=2)) as cluster:
+        res = null_p_values([2e4, *TRUTH4[1:]], (3300.0, 3700.0), FIT_RANGE, n_toys=200, seed=7, cluster=cluster)
     assert res["ks_p_value"] > 0.01, res["ks_p_value"]
     assert res["fraction_below_0.05"] < 0.05 + 3 * np.sqrt(0.05 * 0.95 / 200)
 
