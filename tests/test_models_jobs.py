@@ -118,3 +118,20 @@ def test_cli_train_score_and_errors(toy_store, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", "bogus", "--store", store])
     assert exc.value.code == 2
+
+
+def test_pipeline_train_and_score_stages(toy_store, tmp_path):
+    """`lhcad run` stages train + score: figures, SIC plot and scores in the store."""
+    from lhcad import pipeline
+    from lhcad.config import validate
+
+    store, _ = toy_store
+    cfg = validate({"store": store, "workdir": str(tmp_path / "run"), "stages": ["train", "score"],
+                    "cluster": {"type": "iterative"},
+                    "train": {**SMALL, "methods": ["iad"]}})
+    summary = pipeline.run(cfg)
+    fig = summary["stages"]["score"]["figures"]["iad__3300_3700"]
+    assert fig["max_sic"] > 5 and 0.9 < fig["auc"] <= 1
+    plot = summary["stages"]["score"]["plots"][0]
+    assert plot.endswith(".png") and (tmp_path / "run" / "score" / "sic_3300_3700.png").stat().st_size > 1000
+    assert (tmp_path / "run" / "train").is_dir()
