@@ -312,7 +312,7 @@ class DQMConfig(_Strict):
     min_entries: int = Field(20, ge=0, description="fewer entries: LS marked low_stats")
     low_stats: Literal["exclude", "keep"] = Field("exclude", description="certify low-stats LSs or not")
     run_test_alpha: float = Field(1e-3, gt=0, lt=1, description="p-value below which a run is BAD")
-    run_test_syst: float = Field(0.0, ge=0, description="relative per-bin systematic in the run χ² test")
+    run_test_syst: float = Field(0.05, ge=0, description="relative per-bin systematic in the run χ² test")
     max_flagged_fraction: float = Field(0.5, gt=0, le=1, description="more flagged LSs: run BAD")
     dense_hidden: int = Field(32, ge=1)
     dense_latent: int = Field(4, ge=1)

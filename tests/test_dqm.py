@@ -12,7 +12,7 @@ from coffea.lumi_tools import LumiData, LumiMask
 from scipy import stats
 
 from lhcad.dqm.calibrate import calibrate_threshold
-from lhcad.dqm.certify import chi2_homogeneity, to_golden, write_golden
+from lhcad.dqm.certify import run_test, to_golden, write_golden
 from lhcad.dqm.evaluate import read_truth
 from lhcad.dqm.lumi import certified_lumi
 from lhcad.dqm.score import poisson_chi2
@@ -64,7 +64,10 @@ def test_real_csv_and_2017_golden_json_give_documented_lumi(runs):
 def test_lumi_cli_json_output(capsys):
     from lhcad.cli import main
 
-    main(["dqm", "lumi", "--json", str(GOLDEN_2017), "--csv", str(CSV), "--runs", "297050-297056"])
+    try:
+        main(["dqm", "lumi", "--json", str(GOLDEN_2017), "--csv", str(CSV), "--runs", "297050-297056"])
+    except SystemExit as exc:  # typer's standalone mode may exit 0 on success
+        assert exc.code in (0, None)
     res = json.loads(capsys.readouterr().out)
     assert res["recorded_pb"] == pytest.approx(_pandas_lumi(297050, 297056), rel=1e-9)
     with pytest.raises(SystemExit) as exc:
@@ -85,18 +88,34 @@ def test_lumi_cli_missing_input_exit_2(tmp_path, capsys, which):
     assert ("nope.json" if which == "json" else "missing.csv") in err
 
 
-def test_chi2_homogeneity_uniform_under_null_and_sensitive():
+def _pu_hists(rng, pu, n_events=300, scale=1.0):
+    """PV_npvs-like per-LS histograms: Poisson(0.7 · pu · scale) vertices, 40 bins over 0–80."""
+    return np.array([np.histogram(rng.poisson(0.7 * p * scale, n_events), 40, (0, 80))[0] for p in pu])
+
+
+def test_run_test_conditions_matched_null_and_sensitivity():
     rng = np.random.default_rng(0)
-    shape = np.exp(-np.linspace(0, 4, 20))
-    shape /= shape.sum()
-    pvals = [chi2_homogeneity(rng.multinomial(5000, shape), rng.multinomial(50000, shape))[2] for _ in range(300)]
-    assert stats.kstest(pvals, "uniform").pvalue > 0.01
-    shifted = shape * (1 + 0.2 * np.linspace(-1, 1, 20))
-    shifted /= shifted.sum()
-    assert chi2_homogeneity(rng.multinomial(5000, shifted), rng.multinomial(50000, shape))[2] < 1e-6
-    # a relative systematic widens the test
-    _, _, p_syst = chi2_homogeneity(rng.multinomial(5000, shifted), rng.multinomial(50000, shape), syst=0.5)
-    assert p_syst > 1e-3
+    ref_pu = rng.uniform(30, 60, 1500)
+    ref = _pu_hists(rng, ref_pu)
+    pvals = []
+    for _ in range(60):
+        pu = rng.uniform(35, 55, 60)
+        chi2, ndf, p, n_tested = run_test(_pu_hists(rng, pu), ref, cond=pu, ref_cond=ref_pu)
+        assert n_tested == 60 and ndf > 5
+        pvals.append(p)
+    pvals = np.array(pvals)
+    # GOOD runs at pile-ups the reference covers pass (the +1 regularisation makes it conservative)
+    assert (pvals < 1e-3).sum() == 0 and np.median(pvals) > 0.2
+    # a 10 % shift in the vertex count over a whole run is found...
+    pu = rng.uniform(35, 55, 60)
+    assert run_test(_pu_hists(rng, pu, scale=1.1), ref, cond=pu, ref_cond=ref_pu)[2] < 1e-6
+    # ...and without matching pile-up the GOOD run itself would look BAD (why matching is needed)
+    pu_hi = rng.uniform(54, 58, 60)
+    assert run_test(_pu_hists(rng, pu_hi), ref, cond=pu_hi, ref_cond=ref_pu)[2] > 1e-3
+    assert run_test(_pu_hists(rng, pu_hi), ref)[2] < 1e-6
+    # pile-up the reference does not cover: no test rather than a wrong one
+    pu_out = np.full(20, 90.0)
+    assert run_test(_pu_hists(rng, pu_out), ref, cond=pu_out, ref_cond=ref_pu)[3] == 0
 
 
 def test_threshold_false_flag_rate_on_fresh_good_scores():

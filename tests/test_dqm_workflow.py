@@ -33,7 +33,7 @@ def certified(tmp_path_factory):
     )
     h = read_me(root, "Jet_phi")
     rec = 0.05 + 0.1 * np.exp(-h.lumi / 200.0)
-    toy.write_brilcalc_csv(d / "lumi.csv", h.run, h.lumi, rec)
+    toy.write_brilcalc_csv(d / "lumi.csv", h.run, h.lumi, rec, avgpu=truth["avgpu"])
     models, out = d / "models", d / "cert"
     main_ok(["dqm", "train", "--store", store, "--out", str(models), "--reference-runs", ",".join(map(str, REF)),
              "--epochs", "8", "--holdout-fraction", "0.5", "--executor", "dask-local", "--workers", "1"])

@@ -7,9 +7,13 @@ For every monitor element (ME) and run:
    policy, ``"exclude"`` by default — never silently dropped);
 2. the flagged (and excluded) LSs are removed and the counts of the remaining LSs are summed into one
    run-level histogram;
-3. that histogram is compared with the GOOD reference (the sum of the reference runs' LSs) by a
-   **χ² homogeneity test** of two histograms (:func:`chi2_homogeneity`); an optional relative
-   systematic per bin widens the variance;
+3. that histogram is compared with the GOOD reference by a **χ² test** (:func:`run_test`). The
+   reference is *conditions-matched*: pile-up changes the MEs' shapes within and between runs, so
+   every kept LS is represented by the mean shape of the ``k`` reference LSs with the closest average
+   pile-up (the brilcalc CSV's ``avgpu``; without a CSV, the closest number of entries, ∝ luminosity
+   for a fixed trigger), scaled to the LS's entries; the variance of that expectation from the
+   reference's own Poisson fluctuations is included exactly. An optional relative systematic per bin
+   widens it;
 4. verdict: **BAD** if no LS remains, more than ``max_flagged_fraction`` of the LSs are flagged or the
    test's p-value is below ``alpha``; otherwise **RECOVERED** if any LS was flagged, else **GOOD**.
 
@@ -46,7 +50,9 @@ class MEScores:
     score: np.ndarray  # (n_LS,)
     threshold: float  # at false_flag_rate (per-ME verdicts)
     threshold_combined: float  # at false_flag_rate / n_ME (combined verdict)
-    reference: np.ndarray  # (n_bins,) summed counts of the GOOD reference LSs
+    reference: np.ndarray  # (n_ref, n_bins) counts of the GOOD reference LSs
+    cond: np.ndarray | None = None  # (n_LS,) pile-up per LS (brilcalc avgpu); None: use entries
+    ref_cond: np.ndarray | None = None  # (n_ref,) the same for the reference LSs
 
 
 @dataclass
@@ -60,6 +66,7 @@ class RunVerdict:
     chi2: dict[str, float] = field(default_factory=dict)  # per ME
     ndf: dict[str, int] = field(default_factory=dict)
     p_value: dict[str, float] = field(default_factory=dict)
+    n_tested: dict[str, int] = field(default_factory=dict)  # LSs in the run test (reference covers them)
     reason: str = ""
 
     def to_dict(self) -> dict:
@@ -75,23 +82,61 @@ class CertifyOptions:
     max_flagged_fraction: float = 0.5
 
 
-def chi2_homogeneity(counts: np.ndarray, reference: np.ndarray, syst: float = 0.0) -> tuple[float, int, float]:
-    """χ² test that two histograms come from one shape: returns (χ², ndf, p-value).
+def matched_reference(entries: np.ndarray, reference: np.ndarray, k: int = 20, cond: np.ndarray | None = None,
+                      ref_cond: np.ndarray | None = None, tolerance: float | None = 0.05,
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expected counts, their variance and the matched-LS mask, from the ``k`` reference LSs nearest in ``cond``.
 
-    With fractions ``f = n / N`` and the pooled fraction ``p = (n1 + n2) / (N1 + N2)``,
-    ``χ² = Σ (f1 − f2)² / (p (1/N1 + 1/N2) + (syst · p)²)`` over bins with ``p > 0``, ``ndf`` = those
-    bins − 1. With ``syst = 0`` this is the textbook Pearson χ² of the 2 × k contingency table.
+    An LS whose ``k`` neighbours are not all within ``tolerance`` (relative) of its conditions is not
+    matched (the reference does not cover it) and does not enter the expectation.
+
+    ``cond`` / ``ref_cond`` are the conditions (pile-up) of the LSs and of the reference LSs; without
+    them the entries themselves are matched. ``E_b = Σ_j w_j c_jb`` with ``w_j = Σ_i N_i / (k N_j)``
+    over the LSs ``i`` that picked reference LS ``j``; ``Var E_b = Σ_j w_j² c_jb`` (Poisson counts).
     """
-    n1, n2 = np.asarray(counts, float), np.asarray(reference, float)
-    N1, N2 = n1.sum(), n2.sum()
-    if N1 <= 0 or N2 <= 0:
-        return float("nan"), 0, 0.0
-    p = (n1 + n2) / (N1 + N2)
-    ok = p > 0
-    var = p[ok] * (1 / N1 + 1 / N2) + (syst * p[ok]) ** 2
-    chi2 = float((((n1[ok] / N1) - (n2[ok] / N2)) ** 2 / var).sum())
+    ref = np.asarray(reference, float)
+    n_ref = ref.sum(axis=1)
+    entries = np.asarray(entries, float)
+    x_ref = n_ref if cond is None or ref_cond is None else np.asarray(ref_cond, float)
+    x = entries if cond is None or ref_cond is None else np.asarray(cond, float)
+    ok = n_ref > 0
+    ref, n_ref, x_ref = ref[ok], n_ref[ok], x_ref[ok]
+    order = np.argsort(x_ref, kind="stable")
+    ref, n_ref, x_ref = ref[order], n_ref[order], x_ref[order]
+    k = max(1, min(k, len(x_ref)))
+    w = np.zeros(len(x_ref))
+    matched = np.zeros(len(entries), bool)
+    for i, (n_i, x_i, p) in enumerate(zip(entries, x, np.searchsorted(x_ref, x))):
+        cand = np.arange(max(0, p - k), min(len(x_ref), p + k))
+        pick = cand[np.argsort(np.abs(x_ref[cand] - x_i), kind="stable")[:k]]
+        if tolerance is not None and np.abs(x_ref[pick] - x_i).max() > tolerance * max(abs(x_i), 1e-9):
+            continue  # conditions the reference does not cover: this LS cannot be tested
+        matched[i] = True
+        w[pick] += n_i / (k * n_ref[pick])
+    return w @ ref, (w ** 2) @ ref, matched
+
+
+def run_test(counts: np.ndarray, reference: np.ndarray, syst: float = 0.0, k: int = 20,
+             cond: np.ndarray | None = None, ref_cond: np.ndarray | None = None,
+             tolerance: float | None = 0.05) -> tuple[float, int, float, int]:
+    """χ² of a run's kept LSs (``counts`` (n_LS, n_bins)) against the conditions-matched reference.
+
+    ``χ² = Σ_b (n_b − E_b)² / (E_b + Var E_b + (syst · E_b)² + 1)`` over bins with ``E_b + n_b > 0``
+    (the ``+ 1`` regularises bins the reference barely populates), ``ndf`` = those bins − 1 (the
+    expectation has the run's total), summed over the LSs whose conditions the reference covers.
+    Returns (χ², ndf, p-value, number of LSs tested); no LS covered → (nan, 0, nan, 0): no test.
+    """
+    counts = np.asarray(counts, float)
+    if counts.size == 0 or counts.sum() <= 0:
+        return float("nan"), 0, float("nan"), 0
+    exp, var, matched = matched_reference(counts.sum(axis=1), reference, k, cond, ref_cond, tolerance)
+    if not matched.any():
+        return float("nan"), 0, float("nan"), 0
+    obs = counts[matched].sum(axis=0)
+    ok = (exp + obs) > 0
+    chi2 = float(((obs[ok] - exp[ok]) ** 2 / (exp[ok] + var[ok] + (syst * exp[ok]) ** 2 + 1.0)).sum())
     ndf = int(ok.sum() - 1)
-    return chi2, ndf, float(stats.chi2.sf(chi2, ndf)) if ndf > 0 else 1.0
+    return chi2, ndf, float(stats.chi2.sf(chi2, ndf)) if ndf > 0 else 1.0, int(matched.sum())
 
 
 def to_golden(certified: dict[int, list[int]]) -> dict[str, list[list[int]]]:
@@ -122,18 +167,21 @@ def write_golden(golden: dict, path: str | Path) -> Path:
 
 def _verdict(run, lumi, removed, flagged, low, kept, tests, alpha, max_frac) -> RunVerdict:
     v = RunVerdict(int(run), "GOOD", len(lumi), [int(x) for x in lumi[flagged]], [int(x) for x in lumi[low]])
-    for me, (chi2, ndf, p) in tests.items():
-        v.chi2[me], v.ndf[me], v.p_value[me] = chi2, ndf, p
+    for me, (chi2, ndf, p, n_t) in tests.items():
+        v.chi2[me], v.ndf[me], v.p_value[me], v.n_tested[me] = chi2, ndf, p, n_t
+    tests = {me: t for me, t in tests.items() if t[3] > 0}
     frac = float(flagged.mean()) if len(flagged) else 0.0
     if not kept.any():
         v.verdict, v.reason = "BAD", "no LS left after removing flagged/low-stats LSs"
     elif frac > max_frac:
         v.verdict, v.reason = "BAD", f"{frac:.0%} of LSs flagged (> {max_frac:.0%})"
-    elif any(p < alpha for _, _, p in tests.values()):
+    elif any(t[2] < alpha for t in tests.values()):
         worst = min(tests, key=lambda m: tests[m][2])
         v.verdict, v.reason = "BAD", f"remaining run differs from reference in {worst} (p = {tests[worst][2]:.2e})"
     elif flagged.any():
         v.verdict, v.reason = "RECOVERED", f"{int(flagged.sum())} LS(s) flagged and removed"
+    if v.verdict != "BAD" and not tests:
+        v.reason = (v.reason + "; " if v.reason else "") + "no run test: the reference does not cover this run's pile-up"
     if v.verdict != "BAD":
         v.certified = [int(x) for x in lumi[kept]]
     return v
@@ -148,7 +196,8 @@ def certify_me(s: MEScores, opts: CertifyOptions) -> dict[int, RunVerdict]:
         flagged = s.score[rows] >= s.threshold
         low = (entries[rows] < opts.min_entries) & ~flagged
         kept = ~flagged & (~low if opts.low_stats == "exclude" else True)
-        tests = {s.me: chi2_homogeneity(s.counts[rows][kept].sum(axis=0), s.reference, opts.syst)} if kept.any() else {}
+        cond = None if s.cond is None else s.cond[rows][kept]
+        tests = {s.me: run_test(s.counts[rows][kept], s.reference, opts.syst, cond=cond, ref_cond=s.ref_cond)} if kept.any() else {}
         out[int(run)] = _verdict(run, s.lumi[rows], ~kept, flagged, low, kept, tests, opts.alpha,
                                  opts.max_flagged_fraction)
     return out
@@ -196,7 +245,9 @@ def certify_combined(scores: list[MEScores], opts: CertifyOptions) -> tuple[dict
         if kept.any():
             for s, row in zip(scores, idx):
                 sel = row[rows][kept]
-                tests[s.me] = chi2_homogeneity(s.counts[sel[sel >= 0]].sum(axis=0), s.reference, opts.syst)
+                sel = sel[sel >= 0]
+                tests[s.me] = run_test(s.counts[sel], s.reference, opts.syst,
+                                       cond=None if s.cond is None else s.cond[sel], ref_cond=s.ref_cond)
         v = _verdict(r, lumi[rows], ~kept, flagged, low, kept, tests, opts.alpha / n_me, opts.max_flagged_fraction)
         out[int(r)] = v
         if v.verdict != "BAD":

@@ -39,7 +39,10 @@ def _faults_of(entry) -> dict[int, str]:
         for item in f:
             if isinstance(item, dict):
                 kind = str(item.get("kind", item.get("fault", "fault")))
-                if "ls" in item:
+                if isinstance(item.get("ls"), list | tuple):  # lhcad generate dqm: "ls": [first, last]
+                    for ls in range(int(item["ls"][0]), int(item["ls"][-1]) + 1):
+                        out[ls] = kind
+                elif "ls" in item:
                     out[int(item["ls"])] = kind
                 else:
                     for ls in range(int(item.get("first", item.get("ls_first"))), int(item.get("last", item.get("ls_last"))) + 1):
@@ -94,3 +97,15 @@ def evaluate(table: dict, truth: Truth, reference_runs=(), lumidata=None) -> dic
         rec = bad_run_rows & certified
         out["recovered_lumi_bad_runs_pb"] = lumi_of(lumidata, run[rec], lumi[rec])
     return out
+
+
+def spread_reference(good_runs, lumidata) -> list[int]:
+    """Every other GOOD run, ordered by mean pile-up: the reference spans the pile-up range and the
+    GOOD runs left out (to measure the false-flag rate) lie inside it."""
+    d = lumidata._lumidata
+    pu = {int(r): float(d[d[:, 0] == r, 3].mean()) if (d[:, 0] == r).any() else 0.0 for r in good_runs}
+    ordered = sorted(good_runs, key=lambda r: pu[int(r)])
+    chosen = ordered[::2]
+    if len(ordered) > 2 and ordered[-1] not in chosen:
+        chosen.append(ordered[-1])  # keep the highest pile-up run in the reference too
+    return sorted(int(r) for r in chosen)

@@ -20,25 +20,25 @@ def pipeline_stage(cfg: PipelineConfig, ctx) -> dict:
     """Run the DQM procedure on ``cfg.store``; figures, plots and artefacts for summary.json.
 
     GOOD reference: ``dqm.reference`` / ``dqm.reference_runs``; if neither is set and the generator's
-    ``truth.json`` is there, every other GOOD run of the truth (the rest stay unseen, to measure the
-    false-flag rate) — stated in the figures as ``reference_source``.
+    ``truth.json`` is there, every other GOOD run of the truth ordered by pile-up (the rest stay unseen,
+    to measure the false-flag rate) — stated in the figures as ``reference_source``.
     """
     from lhcad.cluster import open_cluster
     from lhcad.dqm import workflow
-    from lhcad.dqm.evaluate import evaluate, read_truth
+    from lhcad.dqm.evaluate import evaluate, read_truth, spread_reference
     from lhcad.dqm.lumi import load_lumidata
 
     dqm = cfg.dqm
     gen = _generated(ctx)
     truth = read_truth(gen / "truth.json") if (gen / "truth.json").is_file() else None
     source = "config"
-    if not dqm.reference and not dqm.reference_runs:
-        if truth is None or not truth.good_runs:
-            raise ConfigError(f"{ctx.config_path}: dqm.reference or dqm.reference_runs is needed "
-                              f"(no generator truth at {gen / 'truth.json'})")
-        dqm = dqm.model_copy(update={"reference_runs": sorted(truth.good_runs)[::2]})
-        source = "generator truth: every other GOOD run"
     csv = dqm.lumi_csv or (str(gen / "lumi.csv") if (gen / "lumi.csv").is_file() else None)
+    if not dqm.reference and not dqm.reference_runs:
+        if truth is None or not truth.good_runs or csv is None:
+            raise ConfigError(f"{ctx.config_path}: dqm.reference or dqm.reference_runs is needed "
+                              f"(no generator truth/lumi.csv at {gen})")
+        dqm = dqm.model_copy(update={"reference_runs": spread_reference(truth.good_runs, load_lumidata(csv))})
+        source = "generator truth: every other GOOD run by pile-up"
     out = Path(ctx.workdir) / "dqm"
     with open_cluster(cfg.cluster) as cluster:
         calib = workflow.train(cfg.store, out / "models", dqm, cluster)

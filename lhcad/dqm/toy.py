@@ -57,7 +57,7 @@ def make_runs(
     bad = bad or {}
     low_stats_ls = low_stats_ls or {}
     per_me: dict[str, list] = {me: [] for me in ME_AXES}
-    run_col, ls_col, n_events = [], [], []
+    run_col, ls_col, n_events, pileup = [], [], [], []
     truth: dict = {"runs": {}}
     for run in runs:
         ls = np.arange(1, ls_per_run + 1)
@@ -71,6 +71,7 @@ def make_runs(
         for i, l in enumerate(ls):
             kind = faults.get(int(l))
             mu_pu = 30.0 * profile[i] / profile.mean()
+            pileup.append(mu_pu)
             # MET significance: exponential core, (met_tail) a harder tail
             m = rng.exponential(1.5, n[i])
             if kind == "met_tail":
@@ -95,19 +96,21 @@ def make_runs(
     for me, rows in per_me.items():
         write_me(root, me, np.asarray(rows, dtype=np.float64), run_a, ls_a, ME_AXES[me])
     truth["n_events"] = np.concatenate(n_events).tolist()
+    truth["avgpu"] = pileup  # per LS, in (run, LS) order
     return truth
 
 
 def write_brilcalc_csv(path: str | Path, run: np.ndarray, lumi: np.ndarray, recorded_pb: np.ndarray,
-                       fill: int = 5000) -> Path:
+                       avgpu: np.ndarray | None = None, fill: int = 5000) -> Path:
     """Write a per-LS brilcalc CSV (``--byls --output-style csv -u /pb``) for (run, LS) pairs."""
     path = Path(path)
     t0 = _dt.datetime(2017, 6, 16, 20, 0, 0)
     lines = ["#Data tag : lhcad-toy , Norm tag: None",
              "#run:fill,ls,time,beamstatus,E(GeV),delivered(/pb),recorded(/pb),avgpu,source"]
-    for i, (r, l, rec) in enumerate(zip(run, lumi, recorded_pb)):
+    avgpu = np.full(len(run), 30.0) if avgpu is None else np.asarray(avgpu)
+    for i, (r, l, rec, pu) in enumerate(zip(run, lumi, recorded_pb, avgpu)):
         t = (t0 + _dt.timedelta(seconds=LS_SECONDS * i)).strftime("%m/%d/%y %H:%M:%S")
-        lines.append(f"{int(r)}:{fill},{int(l)}:{int(l)},{t},STABLE BEAMS,6500,{rec * 1.03:.9f},{rec:.9f},30.0,HFET")
+        lines.append(f"{int(r)}:{fill},{int(l)}:{int(l)},{t},STABLE BEAMS,6500,{rec * 1.03:.9f},{rec:.9f},{pu:.3f},HFET")
     lines.append(f"#Summary: {len(lines) - 2} LS")
     path.write_text("\n".join(lines) + "\n")
     return path

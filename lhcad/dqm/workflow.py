@@ -131,10 +131,16 @@ def train_task(t: TrainTask) -> dict:
         "train_runs": sorted(int(r) for r in np.unique(h.run[train_m])),
         "holdout_runs": sorted(int(r) for r in np.unique(h.run[hold_m])),
         "reference_runs": sorted(int(r) for r in np.unique(h.run[ref])),
-        "reference_counts": h.counts[ref & ok].sum(axis=0).tolist(),
+        "reference": str(_save_reference(Path(t.out) / "models" / f"{t.me}__{t.kind}__reference.npz", h, ref & ok)),
         "holdout_score_median": float(np.median(hold_scores)),
         "final_val_loss": float(model.history_[-1]) if model.history_ else None,
     }
+
+
+def _save_reference(path: Path, h: LSHistograms, mask: np.ndarray) -> Path:
+    """The GOOD reference LSs' counts (for the run-level test), next to the model."""
+    np.savez_compressed(path, counts=h.counts[mask], run=h.run[mask], lumi=h.lumi[mask])
+    return path
 
 
 @dataclass
@@ -217,8 +223,24 @@ def score(store: str, models_dir: str | Path, cluster: Cluster, runs_per_task: i
     return written
 
 
-def me_scores(store: str, calib: dict, kind: str) -> list[_cert.MEScores]:
-    """The stored scores of one model for every ME, as :class:`lhcad.dqm.certify.MEScores`."""
+def pileup_lookup(lumidata):
+    """(run, LS) → average pile-up from a brilcalc CSV (``LumiData`` keeps run, LS, recorded, avgpu)."""
+    d = lumidata._lumidata
+    table = {(int(r), int(ls)): float(pu) for r, ls, pu in zip(d[:, 0], d[:, 1], d[:, 3])}
+
+    def lookup(run: np.ndarray, lumi: np.ndarray) -> np.ndarray | None:
+        vals = [table.get((int(r), int(ls))) for r, ls in zip(run, lumi)]
+        return None if any(v is None for v in vals) else np.asarray(vals, float)
+
+    return lookup
+
+
+def me_scores(store: str, calib: dict, kind: str, pileup=None) -> list[_cert.MEScores]:
+    """The stored scores of one model for every ME, as :class:`lhcad.dqm.certify.MEScores`.
+
+    ``pileup`` (from :func:`pileup_lookup`) gives the conditions the run-level test matches on; an LS
+    missing from the CSV makes the test fall back to matching entries (logged).
+    """
     root = open_store(store, mode="r")
     out = []
     if kind not in calib["models"]:
@@ -229,8 +251,15 @@ def me_scores(store: str, calib: dict, kind: str) -> list[_cert.MEScores]:
             sc = np.asarray(root["lumi"][me]["scores"][kind][...])[h.rows]
         except KeyError:
             raise StoreError(f"{store}: lumi/{me}/scores/{kind} not found — run `lhcad dqm score` first") from None
+        ref = np.load(info["reference"])
+        cond = ref_cond = None
+        if pileup is not None:
+            cond, ref_cond = pileup(h.run, h.lumi), pileup(ref["run"], ref["lumi"])
+            if cond is None or ref_cond is None:
+                log.warning("lumi/%s: LSs missing from the lumi CSV: run test matches entries, not pile-up", me)
+                cond = ref_cond = None
         out.append(_cert.MEScores(me, h.run, h.lumi, h.counts, sc, info["threshold"]["threshold"],
-                                  info["threshold_combined"]["threshold"], np.asarray(info["reference_counts"])))
+                                  info["threshold_combined"]["threshold"], ref["counts"], cond, ref_cond))
     return out
 
 
@@ -251,7 +280,9 @@ def certify(store: str, models_dir: str | Path, out: str | Path, cfg: DQMConfig,
     calib = load_calibration(models_dir)
     opts = _cert.CertifyOptions(cfg.min_entries, cfg.low_stats, cfg.run_test_alpha, cfg.run_test_syst,
                                 cfg.max_flagged_fraction)
-    scores = me_scores(store, calib, cfg.model)
+    csv = lumi_csv or cfg.lumi_csv
+    pileup = pileup_lookup(load_lumidata(csv)) if csv else None
+    scores = me_scores(store, calib, cfg.model, pileup)
     per_me = {s.me: _cert.certify_me(s, opts) for s in scores}
     combined, table = _cert.certify_combined(scores, opts)
     golden = _cert.to_golden({r: v.certified for r, v in combined.items()})
@@ -274,7 +305,8 @@ def certify(store: str, models_dir: str | Path, out: str | Path, cfg: DQMConfig,
     report: dict = {
         "model": cfg.model, "false_flag_rate": cfg.false_flag_rate,
         "monitor_elements": [s.me for s in scores], "low_stats_policy": cfg.low_stats,
-        "run_test": {"kind": "chi2 homogeneity (2 x k table)", "alpha": cfg.run_test_alpha,
+        "run_test": {"kind": "chi2 vs conditions-matched GOOD reference (k=20 nearest in "
+                     + ("avgpu from the lumi CSV" if pileup else "entries") + ")", "alpha": cfg.run_test_alpha,
                      "syst": cfg.run_test_syst, "combined_alpha": cfg.run_test_alpha / len(scores)},
         "verdicts": _cert.verdict_counts(combined),
         "verdicts_per_me": {me: _cert.verdict_counts(v) for me, v in per_me.items()},
@@ -284,7 +316,6 @@ def certify(store: str, models_dir: str | Path, out: str | Path, cfg: DQMConfig,
         "runs": {str(r): {"combined": v.to_dict(), "per_me": {me: per_me[me][r].to_dict() for me in per_me}}
                  for r, v in combined.items()},
     }
-    csv = lumi_csv or cfg.lumi_csv
     if csv:
         data = load_lumidata(csv)
         run, lumi = table["run"], table["lumi"]

@@ -1,0 +1,121 @@
+"""DQM benchmark: generated runs with injected faults → per-LS AEs → certification, against the truth.
+
+Real path: ``lhcad generate dqm`` (NanoAOD + truth.json + brilcalc lumi.csv) → ``lhcad process lumi``
+(coffea LumiProcessor → Zarr ``lumi/<ME>``) → ``lhcad.dqm`` train / score (Dask tasks) / certify,
+once with the dense AE and once with the LSTM AE. The GOOD reference (training + calibration) is every
+other GOOD run of the truth ordered by pile-up (so it spans the pile-up range); the remaining GOOD
+runs measure the false-flag rate.
+
+Figures per model (JSON ``models.<dense|lstm>``): ``ls_recall`` and ``ls_recall_per_kind`` (truly
+faulty LSs flagged), ``ls_false_flag_rate`` (LSs of unseen GOOD runs flagged), ``recovered_lumi_pb``
+(certified luminosity of the runs that truly contain faults, ``LumiData`` on the generator's CSV) vs
+``true_recoverable_lumi_pb`` (their fault-free LSs), ``recovered_lumi_rel_diff``, run verdicts, and
+``train_wall_s`` / ``score_wall_s``.
+
+    python benchmarks/dqm.py --quick --json dqm_quick.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--quick", action="store_true", help="small smoke-run (fewer runs, LSs, epochs)")
+    ap.add_argument("--runs", type=int, default=24)
+    ap.add_argument("--bad-runs", type=int, default=8)
+    ap.add_argument("--ls-per-run", type=int, default=300)
+    ap.add_argument("--events-per-ls", type=int, default=300)
+    ap.add_argument("--severity", type=float, default=1.0)
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--false-flag-rate", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--executor", default="dask-local", help="cluster type for training/scoring")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workdir", type=Path, help="keep inputs/outputs here (default: a temp dir)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.runs, args.bad_runs, args.ls_per_run, args.epochs = 10, 4, 150, 20
+
+    from lhcad.cluster import open_cluster
+    from lhcad.config import ClusterConfig, DQMConfig, GenerateDQMConfig
+    from lhcad.dqm import workflow
+    from lhcad.dqm.evaluate import evaluate, read_truth, spread_reference
+    from lhcad.dqm.lumi import load_lumidata
+    from lhcad.generate.dqm import generate_dqm
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="lhcad-dqm-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    gen, store = work / "generated", str(work / "store.zarr")
+    t0 = time.perf_counter()
+    generate_dqm(GenerateDQMConfig(runs=args.runs, bad_runs=args.bad_runs, ls_per_run=args.ls_per_run,
+                                   events_per_ls=args.events_per_ls, severity=args.severity, seed=args.seed), gen)
+    t_gen = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "from lhcad.cli import main; main()", "-q", "process", "lumi",
+                    "--fileset", str(gen / "fileset.json"), "--out", store, "--executor", "futures",
+                    "--workers", str(args.workers)], check=True)
+    t_proc = time.perf_counter() - t0
+    truth = read_truth(gen / "truth.json")
+    csv = str(gen / "lumi.csv")
+    lumidata = load_lumidata(csv)
+    reference = spread_reference(truth.good_runs, lumidata)
+    cfg = DQMConfig(reference_runs=reference, epochs=args.epochs, false_flag_rate=args.false_flag_rate,
+                    seed=args.seed)
+    result: dict = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "n_runs": args.runs, "n_bad_runs": len(truth.bad_runs), "reference_runs": reference,
+        "n_faulty_ls": len(truth.faults), "generate_wall_s": t_gen, "process_wall_s": t_proc, "models": {},
+    }
+    with open_cluster(ClusterConfig(type=args.executor, workers=args.workers)) as cluster:
+        t0 = time.perf_counter()
+        calib = workflow.train(store, work / "models", cfg, cluster)
+        t_train = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        workflow.score(store, work / "models", cluster)
+        t_score = time.perf_counter() - t0
+    result["monitor_elements"] = calib["monitor_elements"]
+    result["threshold_methods"] = sorted({i["threshold_combined"]["method"] for m in calib["models"].values() for i in m.values()})
+    result["n_holdout_ls"] = next(iter(calib["models"]["dense"].values()))["n_holdout"]
+    for kind in cfg.models:
+        rep = workflow.certify(store, work / "models", work / f"cert_{kind}", cfg.model_copy(update={"model": kind}),
+                               lumi_csv=csv, max_plots=2)
+        table = pd.read_csv(rep["artefacts"]["ls_table"]).to_dict("list")
+        ev = evaluate(table, truth, reference, lumidata)
+        rec, true = ev["recovered_lumi_bad_runs_pb"], ev["true_recoverable_lumi_pb"]
+        result["models"][kind] = {
+            "ls_recall": ev["ls_recall"], "ls_recall_per_kind": ev["ls_recall_per_kind"],
+            "n_faulty_ls_per_kind": ev["n_faulty_ls_per_kind"],
+            "ls_false_flag_rate": ev["ls_false_flag_rate"], "n_good_ls_tested": ev["n_good_ls_tested"],
+            "clean_ls_of_bad_runs_flagged": ev["clean_ls_of_bad_runs_flagged"],
+            "recovered_lumi_pb": rec, "true_recoverable_lumi_pb": true,
+            "recovered_lumi_rel_diff": (rec - true) / true if true else None,
+            "recovered_lumi_pb_recovered_verdict_runs": rep["lumi"]["recovered_pb"],
+            "certified_lumi_pb": rep["lumi"]["certified_pb"],
+            "verdicts": rep["verdicts"], "verdicts_per_me": rep["verdicts_per_me"],
+            "bad_runs_verdicts": {str(r): rep["runs"][str(r)]["combined"]["verdict"] for r in sorted(truth.bad_runs)},
+            "good_runs_verdicts": {str(r): rep["runs"][str(r)]["combined"]["verdict"] for r in sorted(truth.good_runs)},
+        }
+    result["train_wall_s"], result["score_wall_s"] = t_train, t_score
+    print(json.dumps(result, indent=1))
+    for kind, m in result["models"].items():
+        print(f"{kind:5s}: ls_recall {m['ls_recall']:.3f} {m['ls_recall_per_kind']}  "
+              f"ls_false_flag_rate {m['ls_false_flag_rate']:.2e} ({m['n_good_ls_tested']} LS)  "
+              f"recovered {m['recovered_lumi_pb']:.2f} / true {m['true_recoverable_lumi_pb']:.2f} /pb", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
