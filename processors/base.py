@@ -8,6 +8,7 @@ atomic *part* of the Zarr store (:func:`lhcad.store.write_part`) and returns onl
 
 from __future__ import annotations
 
+import hashlib
 import re
 from abc import abstractmethod
 from typing import Any
@@ -52,10 +53,19 @@ def branch(ev: ak.Array, name: str) -> ak.Array:
 
 
 def chunk_key(meta: dict) -> str:
-    """A file-system-safe, unique name of one chunk: dataset, file UUID and entry range."""
+    """A file-system-safe, unique name of one chunk: dataset, file UUID, path hash and entry range.
+
+    The path hash matters: copies of a file (replicas, or a damaged copy) share the ROOT UUID.
+    """
     ds = re.sub(r"[^A-Za-z0-9_.-]", "_", str(meta["dataset"]))
-    uid = meta.get("fileuuid") or re.sub(r"[^A-Za-z0-9_.-]", "_", str(meta["filename"]))[-60:]
-    return f"{ds}--{uid}--{int(meta['entrystart'])}-{int(meta['entrystop'])}"
+    uid = meta.get("fileuuid") or "nouuid"
+    path = hashlib.sha1(str(meta["filename"]).encode()).hexdigest()[:10]
+    return f"{ds}--{uid}--{path}--{int(meta['entrystart'])}-{int(meta['entrystop'])}"
+
+
+def one_line(text: str) -> str:
+    """Exception texts (uproot's span lines) as one line for error messages and the manifest."""
+    return " ".join(str(text).split())
 
 
 class StoreProcessor(processor.ProcessorABC):
@@ -114,11 +124,13 @@ class StoreProcessor(processor.ProcessorABC):
             self.check_required(ev, meta)
             arrays, extra = self.compute(ev, meta)
         except Exception as exc:  # noqa: BLE001 - recorded (skipbadfiles) or re-raised naming the file
-            reason = str(exc) if isinstance(exc, InputError) else f"{meta['filename']}: {type(exc).__name__}: {exc}"
+            reason = one_line(exc if isinstance(exc, InputError) else f"{meta['filename']}: {type(exc).__name__}: {exc}")
             if not self.skipbadfiles:
                 raise InputError(reason) from exc
             entry.update(status="skipped", reason=reason)
             arrays, extra = {}, {}
+        if entry["status"] == "done" and entry["events_in"] == 0:
+            entry.update(status="empty", reason=f"{meta['filename']}: empty (0 entries)")
         if "events_out" in extra:
             entry["events_out"] = int(extra["events_out"])
         elif arrays:

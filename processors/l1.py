@@ -81,11 +81,13 @@ class L1Processor(StoreProcessor):
                 padded = ak.fill_none(ak.pad_none(c[field][:, :k], k, axis=1, clip=True), 0.0)
                 parts[:, sl, j] = ak.to_numpy(ak.to_regular(padded, axis=1)).astype(np.float32)
         if self.quantise_bits:
-            filled = parts != 0
+            exists = parts[:, :, 0] != 0  # padded slots stay exactly 0
+            exists_eta = exists.copy()
+            exists_eta[:, 0] = False  # MET has no eta: keep the placeholder 0
             for j, var in enumerate(("pt", "eta", "phi")):
                 lo, hi = RANGES[var]
                 q = quantise(parts[:, :, j], lo, hi, int(self.quantise_bits[var]))
-                parts[:, :, j] = np.where(filled[:, :, j] | filled[:, :, 0], q, 0.0)
+                parts[:, :, j] = np.where(exists_eta if var == "eta" else exists, q, 0.0)
         keep = n_lep >= 1 if self.lepton_filter else np.ones(n, bool)
         cols = {"particles": parts[keep]}
         for name in ("run", "luminosityBlock", "event"):

@@ -36,7 +36,7 @@ from lhcad import log as _log
 from lhcad import store as _store
 from lhcad.config import ClusterConfig, ConfigError
 
-from .base import InputError, StoreProcessor, chunk_key
+from .base import InputError, StoreProcessor, chunk_key, one_line
 
 log = logging.getLogger("lhcad.processors")
 
@@ -123,11 +123,23 @@ def probe_file(path: str, tree: str, timeout: int = 30) -> tuple[int | None, str
     except FileNotFoundError:
         return None, f"{path}: file not found"
     except Exception as exc:  # noqa: BLE001 - any failure here means "unreadable"; the reason is kept
-        return None, f"{path}: unreadable ROOT file ({type(exc).__name__}: {exc})"
+        return None, one_line(f"{path}: unreadable ROOT file ({type(exc).__name__}: {exc})")
 
 
 # ------------------------------------------------------------------------------------------ helpers
+def effective_params(cls: type[StoreProcessor], options: Mapping[str, Any]) -> dict[str, Any]:
+    """The processor's hyper-parameters: ``__init__`` defaults updated with ``options``."""
+    import inspect
+
+    sig = inspect.signature(cls.__init__)
+    params = {k: p.default for k, p in sig.parameters.items()
+              if k != "self" and p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty}
+    params.update(options)
+    return params
+
+
 def config_hash(table: str, params: Mapping[str, Any], treename: str) -> str:
+    """Identity of a processing configuration (names the parts folder: no mixing on resume)."""
     blob = json.dumps({"table": table, "params": dict(params), "treename": treename}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -193,7 +205,7 @@ def process(
     options = dict(options or {})
     fs = load_fileset(fileset, treename)
     store = str(store)
-    digest = config_hash(table, options, treename)
+    digest = config_hash(table, effective_params(cls, options), treename)
     parts_root = parts_root_for(store, table, digest)
     try:
         proc = cls(**options, parts_root=parts_root, skipbadfiles=skipbadfiles)

@@ -1,0 +1,147 @@
+"""Fault handling of the processors: bad inputs, kill-and-resume (a real SIGKILL), idempotent parts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uproot
+
+from lhcad import store
+from lhcad.cli import main
+from lhcad.config import ConfigError
+from lhcad.processors.runner import process
+from lhcad.processors.samples import write_nanoaod
+
+from test_processors import assert_same_store
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory) -> dict:
+    d = tmp_path_factory.mktemp("bad")
+    good = write_nanoaod(d / "good.root", 2000, seed=11)
+    raw = Path(good).read_bytes()
+    (d / "truncated.root").write_bytes(raw[: len(raw) // 10])
+    corrupt = bytearray(raw)
+    corrupt[len(raw) // 8: len(raw) // 2] = bytes(len(raw) // 2 - len(raw) // 8)
+    (d / "corrupt.root").write_bytes(bytes(corrupt))
+    files = {
+        "good": good,
+        "truncated": str(d / "truncated.root"),
+        "corrupt": str(d / "corrupt.root"),
+        "wrongtree": write_nanoaod(d / "wrongtree.root", 300, seed=12, treename="Tree"),
+        "empty": write_nanoaod(d / "empty.root", 0, seed=13),
+        "notau2": write_nanoaod(d / "notau2.root", 700, seed=14, drop=("FatJet_tau2",)),
+        "missing": str(d / "missing.root"),
+    }
+    return files
+
+
+def _readable_entries(path: str) -> int | None:
+    try:
+        return uproot.open(path)["Events"].num_entries
+    except Exception:  # noqa: BLE001 - unreadable is what we are probing for
+        return None
+
+
+def test_skipbadfiles_records_everything(bad_inputs, tmp_path):
+    fileset = {"data": {"files": {f: "Events" for f in bad_inputs.values()}}}
+    s = process("dijet", fileset, str(tmp_path / "s.zarr"), chunksize=400, skipbadfiles=True)
+    readable = sum(n for f in bad_inputs.values() if (n := _readable_entries(f)) is not None)
+    assert s["events_processed"] + s["events_skipped"] == readable == s["events_in_readable"]
+    assert s["events_processed"] == 2000  # only the good file survives
+    reasons = "\n".join(r["reason"] for r in s["skipped"])
+    for name in ("truncated", "corrupt", "wrongtree", "empty", "notau2", "missing"):
+        assert f"{name}.root" in reasons, name
+    assert "FatJet_tau2" in reasons and "no tree 'Events'" in reasons and "not found" in reasons
+    man = store.read_manifest(str(tmp_path / "s.zarr"), "dijet")
+    statuses = {}
+    for c in man["chunks"]:
+        statuses.setdefault(Path(c["file"]).stem, set()).add(c["status"])
+    assert statuses["good"] == {"done"} and statuses["empty"] == {"empty"}
+    assert all(statuses[n] == {"skipped"} for n in ("truncated", "corrupt", "wrongtree", "notau2", "missing"))
+    # the good file's rows equal a run on the good file alone
+    alone = process("dijet", {"data": [bad_inputs["good"]]}, str(tmp_path / "alone.zarr"), chunksize=400)
+    assert alone["rows"] == s["rows"] > 0
+    np.testing.assert_array_equal(store.read_columns(str(tmp_path / "s.zarr"), "dijet", ["mjj"])["mjj"],
+                                  store.read_columns(str(tmp_path / "alone.zarr"), "dijet", ["mjj"])["mjj"])
+
+
+@pytest.mark.parametrize("name", ["truncated", "corrupt", "wrongtree", "notau2", "missing"])
+def test_bad_input_without_skip_is_one_clear_error(name, bad_inputs, tmp_path, capsys):
+    fs = tmp_path / "fs.json"
+    fs.write_text(json.dumps({"data": {"files": {bad_inputs["good"]: "Events", bad_inputs[name]: "Events"}}}))
+    with pytest.raises(SystemExit) as exc:
+        main(["-q", "process", "dijet", "--fileset", str(fs), "--out", str(tmp_path / "s.zarr"), "--chunksize", "1000"])
+    assert exc.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and f"{name}.root" in err[0], err
+
+
+def test_kill_and_resume_gives_the_clean_store(tmp_path):
+    files = [write_nanoaod(tmp_path / f"k{i}.root", 2500, seed=20 + i, run=1 + i) for i in range(2)]
+    fs = tmp_path / "fs.json"
+    fs.write_text(json.dumps({"data": {"files": {f: "Events" for f in files}}}))
+    clean = tmp_path / "clean.zarr"
+    ref = process("dijet", str(fs), str(clean), chunksize=125)
+    out = tmp_path / "killed.zarr"
+    cmd = [sys.executable, "-m", "lhcad.cli", "-q", "process", "dijet", "--fileset", str(fs), "--out", str(out),
+           "--chunksize", "125"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while len(list(out.glob("_parts/*/*.npz"))) < 3:
+            assert proc.poll() is None, "the run finished before it could be killed"
+            assert time.time() < deadline, "no parts appeared"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    committed = len(list(out.glob("_parts/*/*.npz")))
+    assert 3 <= committed < ref["chunks"]
+    assert not (out / "dijet").exists() or store.n_rows(str(out), "dijet") != ref["rows"]
+    resumed = process("dijet", str(fs), str(out), chunksize=125)
+    assert resumed["chunks_reused"] >= committed and resumed["chunks_run"] == ref["chunks"] - resumed["chunks_reused"]
+    assert_same_store(clean, out)
+
+
+def test_parts_are_idempotent_and_atomic(tmp_path):
+    root = str(tmp_path / "_parts" / "t")
+    a = {"x": np.arange(5)}
+    assert store.write_part(root, "k", a, {"key": "k", "n": 5}) is True
+    assert store.write_part(root, "k", {"x": np.zeros(5)}, {"key": "k", "n": 0}) is False  # first commit wins
+    (tmp_path / "_parts" / "t" / "j.npz.tmp-123").write_bytes(b"half-written")  # a killed writer's leftover
+    assert store.part_entries(root) == {"k": {"key": "k", "n": 5}}
+    np.testing.assert_array_equal(store.read_part(root, "k")["x"], np.arange(5))
+    with pytest.raises(ConfigError, match="fileset file not found"):
+        process("dijet", str(tmp_path / "none.json"), str(tmp_path / "s.zarr"))
+
+
+def test_pipeline_stage_writes_store_and_figures(tmp_path):
+    from lhcad.config import PipelineConfig
+    from lhcad.pipeline import RunContext
+    from lhcad.processors.runner import pipeline_stage
+
+    f = write_nanoaod(tmp_path / "in.root", 1200, seed=31)
+    (tmp_path / "fs.json").write_text(json.dumps({"data": [f]}))
+    cfg = PipelineConfig.model_validate({
+        "store": str(tmp_path / "store.zarr"), "workdir": str(tmp_path / "work"),
+        "cluster": {"type": "iterative"},
+        "process": {"dijet": str(tmp_path / "fs.json"), "lumi": str(tmp_path / "fs.json"), "l1": None,
+                    "chunksize": 500},
+    })
+    res = pipeline_stage(cfg, RunContext(cfg, "<test>"))
+    assert res["figures"]["dijet_events_processed"] == res["figures"]["lumi_events_processed"] == 1200
+    assert res["figures"]["dijet_rows"] == store.n_rows(cfg.store, "dijet") > 0
+    assert json.loads(Path(res["artefacts"]["dijet_summary"]).read_text())["chunks"] >= 2
+    assert "l1_rows" not in res["figures"]
+    missing = cfg.model_copy(update={"process": cfg.process.model_copy(update={"dijet": "generated", "lumi": None})})
+    with pytest.raises(ConfigError, match="generated fileset not found"):
+        pipeline_stage(missing, RunContext(missing, "<test>"))
