@@ -46,7 +46,11 @@ def test_other_signals_generate(tmp_path):
     for name in SIGNALS:
         sig = get_signal(name)
         blk = phys.make_block(rng_for(1, "signal"), 5000, sig)
-        assert abs(np.median(blk.mjj) / sig.mass - 1) < 0.05, name
+        # peak at M_A (heavy many-prong daughters are often not contained in R = 0.8: lower tail)
+        if max(d.mass or 0 for d in sig.daughters) <= 0.15 * sig.mass:
+            h, e = np.histogram(blk.mjj / sig.mass, np.linspace(0.5, 1.3, 81))
+            assert abs(e[np.argmax(h)] + 0.005 - 1) < 0.04, name
+        assert 0.7 < np.median(blk.mjj) / sig.mass < 1.02, name
         fj = blk.fatjet
         t21 = fj["tau2"][:, :2] / fj["tau1"][:, :2]
         t32 = fj["tau3"][:, :2] / fj["tau2"][:, :2]
