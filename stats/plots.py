@@ -24,7 +24,8 @@ def plot_p_values(result: dict, path: str | Path) -> Path:
     for eps in sorted({w["efficiency"] for w in result["windows"]}, reverse=True):
         rows = sorted((w for w in result["windows"] if w["efficiency"] == eps), key=lambda w: w["sr"][0])
         centres = [0.5 * (w["sr"][0] + w["sr"][1]) for w in rows]
-        ax.plot(centres, [max(w["p_value"], 1e-300) for w in rows], "o-", label=f"top {eps:g}")
+        label = "no selection" if eps >= 1 else f"top {eps:g}"
+        ax.plot(centres, [max(w["p_value"], 1e-300) for w in rows], "o-", label=label)
     for z in range(1, 6):
         ax.axhline(norm.sf(z), color="grey", lw=0.8, ls="--")
         ax.text(ax.get_xlim()[1], norm.sf(z), f" {z}σ", va="center", fontsize=12, color="grey")
@@ -32,7 +33,7 @@ def plot_p_values(result: dict, path: str | Path) -> Path:
     ax.set_xlabel(r"SR centre $m_{jj}$ [GeV]")
     ax.set_ylabel("local p-value")
     ax.legend(title="selection", fontsize=14)
-    hep.cms.label("Simulation", data=False, ax=ax, rlabel="13 TeV")
+    hep.cms.label(data=False, ax=ax, rlabel="13 TeV")
     return _save(fig, path)
 
 
@@ -60,7 +61,7 @@ def plot_window_fit(window: dict, path: str | Path) -> Path:
     axp.axhline(0, color="k", lw=0.8)
     axp.set_ylabel("pull")
     axp.set_xlabel(r"$m_{jj}$ [GeV]")
-    hep.cms.label("Simulation", data=False, ax=ax, rlabel="13 TeV")
+    hep.cms.label(data=False, ax=ax, rlabel="13 TeV")
     return _save(fig, path)
 
 
@@ -80,7 +81,7 @@ def plot_brazil(limits: list[dict], path: str | Path, unit: str = "events", toys
     ax.set_xlabel(r"resonance mass $m_{jj}$ [GeV]")
     ax.set_ylabel(f"95% CL upper limit on signal [{unit}]")
     ax.legend(title="CLs " + ("toys" if toys else "asymptotic"), fontsize=14)
-    hep.cms.label("Simulation", data=False, ax=ax, rlabel="13 TeV")
+    hep.cms.label(data=False, ax=ax, rlabel="13 TeV")
     return _save(fig, path)
 
 
