@@ -1,0 +1,341 @@
+"""Benchmark of the CMS EXO-22-026 dijet AD set on the generator's signal family, and complementarity.
+
+Data: the lhcad dijet generator (:mod:`lhcad.generate.dijet`) makes QCD and signal events, the real
+dijet processor (:class:`lhcad.processors.dijet.DijetProcessor`, run in memory on the generated
+NanoAOD branches with a loose |Δη| < 2.6 so that the |Δη| > 1.4 sideband is kept) computes the
+``dijet/`` columns, which are written into a Zarr store (:mod:`lhcad.store`) and read back by the
+methods (:func:`lhcad.models.data.load_dijet`). Per signal type (all at M = 3.5 TeV, SR 3.3–3.7 TeV):
+
+* ``data``: QCD over the m_jj range + the signal injected at S/B (SR, |Δη| < 1.3);
+* ``test``: an independent labelled SR sample (QCD + that signal) every method is evaluated on;
+* ``mc_bkg`` / ``mc_<signal>``: SR simulation for QUAK (background flow; signal prior = the *other*
+  registered signal types, leave-one-out, so QUAK never sees the signal it is evaluated on) and for
+  the supervised reference.
+
+Methods: ``cwola`` (SR vs SB, LHCO features), ``cathode`` (LHCO features), ``cathode_b`` (+ DeepB of
+both jets), ``vaeqr`` (per-jet VAE on |Δη| > 1.4, QR on |Δη| < 1.3), ``tagntrain``, ``quak``; plus
+``supervised`` (reference, not in the combination). Complementarity: Pearson / Spearman / top-1 %
+overlap matrices on the background-only test events and on test events with signal injected at the
+same S/B; combinations (rank mean, rank max, Fisher) of the five CMS methods (cwola, tagntrain,
+cathode_b, quak, vaeqr), percentiles from the unlabelled signal-injected sample, evaluated with the
+same SIC machinery (max SIC with ≥ 20 background events left).
+
+Run: ``python benchmarks/dijet_methods.py --json out.json [--quick] [--plots DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SR = (3300.0, 3700.0)
+MASS = 3500.0
+SIGNALS = ("wprime_xy", "qstar_qwp", "wprime_bprime_t", "wkk_rw", "y_hh_4t")
+PRIOR_EXTRA = ("x_yyprime", "zprime_tprime")      # registered signals used only in QUAK's prior
+CMS_SET = ("cwola", "tagntrain", "cathode_b", "quak", "vaeqr")
+METHODS = ("cwola", "cathode", "cathode_b", "vaeqr", "tagntrain", "quak")
+
+SIZES = {
+    "full": {"n_qcd": 150_000, "n_test_bkg": 20_000, "n_test_sig": 3_000, "n_mc_bkg": 15_000,
+             "n_mc_sig": 2_000, "flow_epochs": 8, "flow_max_events": 15_000, "vae_epochs": 8,
+             "hgb_members": 2},
+    "quick": {"n_qcd": 40_000, "n_test_bkg": 4_000, "n_test_sig": 600, "n_mc_bkg": 3_000,
+              "n_mc_sig": 400, "flow_epochs": 3, "flow_max_events": 5_000, "vae_epochs": 3,
+              "hgb_members": 1},
+}
+
+
+# ------------------------------------------------------------------------------------------ data
+def _process(block):
+    import awkward as ak
+
+    from lhcad.generate import dijet as phys
+    from lhcad.processors.dijet import DijetProcessor
+
+    ev = ak.zip(phys.to_branches(block, 1, 1), depth_limit=1)
+    cols, _ = DijetProcessor(delta_eta_max=2.6, mjj_min=1200.0).compute(ev, {"dataset": "benchmark"})
+    return cols
+
+
+def _in_sr(cols):
+    return (cols["mjj"] >= SR[0]) & (cols["mjj"] < SR[1]) & (cols["delta_eta"] < 1.3)
+
+
+def _generate(rng, n, signal=None, sr_only=False, m_range=None):
+    """Processed dijet columns of ``n`` events (``sr_only``: ``n`` events inside SR, |Δη| < 1.3)."""
+    from lhcad.generate import dijet as phys
+
+    if not sr_only:
+        return _process(phys.make_block(rng, n, signal, m_range=m_range or phys.M_RANGE))
+    parts, have = [], 0
+    while have < n:
+        cols = _process(phys.make_block(rng, 50_000, signal, m_range=m_range or phys.M_RANGE))
+        sel = np.flatnonzero(_in_sr(cols))[: n - have]
+        parts.append({k: v[sel] for k, v in cols.items()})
+        have += len(sel)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def build_store(path: str, sizes: dict, s_over_b: float, signals, seed: int = 7) -> dict:
+    """Write every dataset of the benchmark into a new Zarr store; returns bookkeeping numbers."""
+    from lhcad import store as _store
+    from lhcad.generate.signals import get_signal
+
+    rng = np.random.default_rng(seed)
+    root = _store.open_store(path, mode="w")
+
+    def write(name, cols, label):
+        n = len(cols["mjj"])
+        cols = {k: np.asarray(v) for k, v in cols.items()}
+        cols["dataset"] = np.full(n, _store.dataset_code(root, "dijet", name), np.int8)
+        cols["truth_label"] = np.full(n, label, np.int8)
+        _store.append_columns(root, "dijet", cols)
+
+    qcd = _generate(rng, sizes["n_qcd"], m_range=(2500.0, 5500.0))
+    write("data", qcd, 0)
+    n_sr_bkg = int(_in_sr(qcd).sum())
+    info = {"n_data_qcd": len(qcd["mjj"]), "n_sr_background": n_sr_bkg, "injected": {}}
+    write("test_bkg", _generate(rng, sizes["n_test_bkg"], sr_only=True, m_range=(3000.0, 4300.0)), 0)
+    write("mc_bkg", _generate(rng, sizes["n_mc_bkg"], sr_only=True, m_range=(3000.0, 4300.0)), 0)
+    for name in (*signals, *PRIOR_EXTRA):
+        sig = get_signal(name, mass=MASS)
+        if name in signals:
+            n_s = int(round(s_over_b * n_sr_bkg))
+            cols = _generate(rng, int(4 * n_s / 0.5) + 1000, sig)
+            sr_idx = np.cumsum(_in_sr(cols))
+            stop = int(np.searchsorted(sr_idx, n_s)) + 1          # shortest prefix with n_s SR events
+            write(f"inject_{name}", {k: v[:stop] for k, v in cols.items()}, 1)
+            info["injected"][name] = {"n_sr": n_s, "n_total": stop}
+            write(f"test_{name}", _generate(rng, sizes["n_test_sig"], sig, sr_only=True), 1)
+        write(f"mc_{name}", _generate(rng, sizes["n_mc_sig"], sig, sr_only=True), 1)
+    return info
+
+
+# ------------------------------------------------------------------------------------------ methods
+def _flow_params(sizes, seed):
+    return {"flow": "maf", "transforms": 4, "hidden": (48, 48), "epochs": sizes["flow_epochs"],
+            "batch_size": 512, "device": "cpu", "random_state": seed}
+
+
+def _hgb(sizes, seed):
+    return {"n_members": sizes["hgb_members"], "max_iter": 200, "random_state": seed}
+
+
+class Bench:
+    """All feature views of the store and the per-signal method runs."""
+
+    def __init__(self, store: str, sizes: dict, seed: int = 0):
+        from lhcad.models.cathode_b import CATHODE_B_FEATURES
+        from lhcad.models.data import DEFAULT_FEATURES, load_dijet
+        from lhcad.models.quak import QUAK_FEATURES
+        from lhcad.models.vaeqr import per_jet_columns
+
+        self.sizes, self.seed = sizes, seed
+        self.views = {"lhco": load_dijet(store, DEFAULT_FEATURES), "lhco_b": load_dijet(store, CATHODE_B_FEATURES),
+                      "jets": load_dijet(store, per_jet_columns()), "quak": load_dijet(store, QUAK_FEATURES),
+                      "deta": load_dijet(store, ("delta_eta",))}
+        d = self.views["lhco"]
+        self.m = d.m
+        self.deta = self.views["deta"].X[:, 0]
+        self.ana = self.deta < 1.3
+        self.in_sr = (self.m >= SR[0]) & (self.m < SR[1])
+        self._quak_bkg = None
+
+    def rows(self, name):
+        return self.views["lhco"].rows(name) & np.all([v.finite for v in self.views.values()], axis=0)
+
+    def run_signal(self, sig: str, signals) -> tuple[dict, dict]:
+        """Fit every method on the data with ``sig`` injected; scores of the test rows + wall times."""
+        from lhcad.models.cathode import CATHODE
+        from lhcad.models.cwola import CWoLa
+        from lhcad.models.flows import ConditionalFlow
+        from lhcad.models.idealized import Supervised
+        from lhcad.models.quak import QUAK, balanced_mixture
+        from lhcad.models.tagntrain import TagNTrain
+        from lhcad.models.vaeqr import VAEQR, sideband_rows
+
+        sz, seed, m, V = self.sizes, self.seed, self.m, self.views
+        data = self.rows("data") | self.rows(f"inject_{sig}")
+        sr = data & self.ana & self.in_sr
+        sb_cw = data & self.ana & ~self.in_sr & (m >= SR[0] - 300) & (m < SR[1] + 300)
+        sb_flow = data & self.ana & ~self.in_sr & (m >= SR[0] - 800) & (m < SR[1] + 800)
+        test = self.rows("test_bkg") | self.rows(f"test_{sig}")
+        scores, wall = {}, {}
+
+        def timed(name, fn):
+            t0 = time.perf_counter()
+            scores[name] = np.asarray(fn(), dtype=np.float64)
+            wall[name] = time.perf_counter() - t0
+            print(f"  {sig:16s} {name:10s} {wall[name]:6.1f} s", flush=True)
+
+        X4, X6 = V["lhco"].X, V["lhco_b"].X
+        timed("cwola", lambda: CWoLa("hgb", _hgb(sz, seed)).fit(X4[sr], X4[sb_cw]).score_samples(X4[test]))
+
+        sb_rows = np.flatnonzero(sb_flow)
+        if len(sb_rows) > sz["flow_max_events"]:
+            sb_rows = np.sort(np.random.default_rng(seed).choice(sb_rows, sz["flow_max_events"], replace=False))
+
+        def cathode(X, bounds):
+            flow = ConditionalFlow(**_flow_params(sz, seed)).fit(X[sb_rows], m[sb_rows], bounds=bounds)
+            est = CATHODE("hgb", _hgb(sz, seed), oversample=4, random_state=seed)
+            return est.fit(X[sr], m[sr], background_flow=flow).score_samples(X[test])
+
+        timed("cathode", lambda: cathode(X4, V["lhco"].bounds()))
+        timed("cathode_b", lambda: cathode(X6, V["lhco_b"].bounds()))
+        XJ = V["jets"].X
+        vae = {"epochs": sz["vae_epochs"], "device": "cpu", "batch_size": 512}
+        timed("vaeqr", lambda: VAEQR(vae_params=vae, random_state=seed)
+              .fit(XJ[data], m[data], sideband=sideband_rows(self.deta[data]), qr_rows=self.ana[data])
+              .score_samples(XJ[test], m[test]))
+        timed("tagntrain", lambda: TagNTrain(ae_params=vae, classifier_params=_hgb(sz, seed), random_state=seed)
+              .fit(XJ[sr]).score_samples(XJ[test]))
+        XQ = V["quak"].X
+        bounds_q = V["quak"].bounds()
+        if self._quak_bkg is None:
+            mc = self.rows("mc_bkg")
+            t0 = time.perf_counter()
+            self._quak_bkg = ConditionalFlow(**_flow_params(sz, seed)).fit(XQ[mc], m[mc], bounds=bounds_q)
+            self._quak_bkg_wall = time.perf_counter() - t0
+        prior = [s for s in (*signals, *PRIOR_EXTRA) if s != sig]
+        Xs, ms = balanced_mixture([(XQ[self.rows(f"mc_{p}")], m[self.rows(f"mc_{p}")]) for p in prior],
+                                  random_state=seed)
+        timed("quak", lambda: QUAK(_flow_params(sz, seed + 5), signal_weight=1.0, random_state=seed)
+              .fit(None, None, Xs, ms, bounds=bounds_q, background_flow=self._quak_bkg)
+              .score_samples(XQ[test], m[test]))
+        wall["quak"] += self._quak_bkg_wall / len(signals)   # the shared background flow, amortised
+        mcb, mcs = self.rows("mc_bkg"), self.rows(f"mc_{sig}")
+        timed("supervised", lambda: Supervised("hgb", _hgb(sz, seed)).fit(X6[mcs], X6[mcb]).score_samples(X6[test]))
+        labels = self.views["lhco"].truth[test] > 0
+        return {"scores": scores, "labels": labels}, wall
+
+
+# ------------------------------------------------------------------------------------------ report
+def evaluate(results: dict, s_over_b: float, seed: int, plots: Path | None) -> dict:
+    from lhcad.models.complementarity import COMBINATIONS, combine, correlation_matrices, plot_matrix
+    from lhcad.models.metrics import plot_sic, sic_summary
+
+    out = {"max_sic": {k: {} for k in (*METHODS, "supervised")}, "auc": {k: {} for k in (*METHODS, "supervised")},
+           "combination_sic": {c: {} for c in COMBINATIONS}, "combination_auc": {c: {} for c in COMBINATIONS},
+           "correlations": {}, "plots": []}
+    rng = np.random.default_rng(seed)
+    for sig, r in results.items():
+        y, S = r["labels"], r["scores"]
+        for k, s in S.items():
+            summ = sic_summary(y, s)
+            out["max_sic"][k][sig] = summ["max_sic"]
+            out["auc"][k][sig] = summ["auc"]
+        out["rule"] = summ["rule"]
+        # signal-injected test sample at the benchmark S/B (unlabelled reference for the percentiles)
+        bkg, sigi = np.flatnonzero(~y), np.flatnonzero(y)
+        inj = np.r_[bkg, rng.choice(sigi, min(len(sigi), int(round(s_over_b * len(bkg)))), replace=False)]
+        methods = {k: S[k] for k in METHODS}
+        out["correlations"][sig] = {"background_only": correlation_matrices({k: s[bkg] for k, s in methods.items()}),
+                                    "signal_injected": correlation_matrices({k: s[inj] for k, s in methods.items()})}
+        cms = {k: S[k] for k in CMS_SET}
+        ref = {k: s[inj] for k, s in cms.items()}
+        curves = {k: (y, S[k]) for k in CMS_SET}
+        for c in COMBINATIONS:
+            comb = combine(cms, c, reference=ref)
+            summ = sic_summary(y, comb)
+            out["combination_sic"][c][sig] = summ["max_sic"]
+            out["combination_auc"][c][sig] = summ["auc"]
+            curves[f"comb. {c}"] = (y, comb)
+        if plots is not None:
+            plots.mkdir(parents=True, exist_ok=True)
+            out["plots"].append(plot_sic(curves, plots / f"sic_{sig}.png", f"{sig} (M = {MASS:g} GeV)"))
+            cm = out["correlations"][sig]["signal_injected"]
+            out["plots"].append(plot_matrix(cm["spearman"], cm["methods"], plots / f"spearman_{sig}.png",
+                                            f"Spearman, {sig} injected"))
+            out["plots"].append(plot_matrix(cm["top_overlap"], cm["methods"], plots / f"overlap_{sig}.png",
+                                            f"top-1% overlap, {sig} injected", vmin=0.0, vmax=1.0))
+    # goals
+    sigs = list(results)
+    best = {s: max(CMS_SET, key=lambda k: out["max_sic"][k][s]) for s in sigs}
+    best_all = {s: max(METHODS, key=lambda k: out["max_sic"][k][s]) for s in sigs}
+    ratio = {c: {s: out["combination_sic"][c][s] / out["max_sic"][best[s]][s] for s in sigs} for c in COMBINATIONS}
+    out["goals"] = {
+        "beats_random": {k: max(out["max_sic"][k].values()) > 2 for k in METHODS},
+        "best_cms_method": best,
+        "best_method": best_all,
+        "no_single_best": len(set(best.values())) > 1,
+        "combination_over_best": ratio,
+        "combination_within_10pct": {c: all(v >= 0.9 for v in ratio[c].values()) for c in COMBINATIONS},
+    }
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", type=Path, help="write the figures as JSON here")
+    ap.add_argument("--quick", action="store_true", help="small samples and few epochs (smoke run)")
+    ap.add_argument("--signals", default=",".join(SIGNALS), help="comma-separated signal names (≥ 4 for the goals)")
+    ap.add_argument("--s-over-b", type=float, default=0.03, help="injected S/B in the SR (|Δη| < 1.3)")
+    ap.add_argument("--store", help="Zarr store path (default: a temporary directory)")
+    ap.add_argument("--plots", type=Path, help="write SIC curves and correlation matrices here")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    from lhcad.generate.common import GenerateError
+    from lhcad.generate.signals import get_signal
+
+    signals = tuple(s for s in args.signals.split(",") if s)
+    try:
+        for s in signals:
+            get_signal(s)
+    except GenerateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(args.threads)
+    sizes = SIZES["quick" if args.quick else "full"]
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = args.store or str(Path(tmp) / "bench.zarr")
+        t0 = time.perf_counter()
+        info = build_store(store, sizes, args.s_over_b, signals, seed=args.seed + 7)
+        gen_wall = time.perf_counter() - t0
+        print(f"generated + processed in {gen_wall:.1f} s: {info['n_sr_background']} SR background events, "
+              f"S/B = {args.s_over_b}", flush=True)
+        bench = Bench(store, sizes, seed=args.seed)
+        results, wall = {}, {}
+        for sig in signals:
+            results[sig], w = bench.run_signal(sig, signals)
+            for k, v in w.items():
+                wall.setdefault(k, {})[sig] = v
+    out = evaluate(results, args.s_over_b, args.seed, args.plots)
+    out.update({"signals": list(signals), "mass": MASS, "sr": list(SR), "s_over_b": args.s_over_b,
+                "quick": args.quick, "sizes": sizes, "data": info, "wall_s": wall, "generate_wall_s": gen_wall,
+                "total_wall_s": time.perf_counter() - t_start, "cms_set": list(CMS_SET),
+                "torch_threads": args.threads})
+    _print(out)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, default=float))
+    return 0
+
+
+def _print(out: dict) -> None:
+    sigs = out["signals"]
+    rows = [*METHODS, "supervised", *(f"comb:{c}" for c in out["combination_sic"])]
+    print(f"\nmax SIC ({out['rule']}), S/B = {out['s_over_b']}")
+    print(f"{'method':16s}" + "".join(f"{s[:14]:>15s}" for s in sigs))
+    for k in rows:
+        vals = out["combination_sic"][k[5:]] if k.startswith("comb:") else out["max_sic"][k]
+        print(f"{k:16s}" + "".join(f"{vals[s]:15.2f}" for s in sigs))
+    g = out["goals"]
+    print(f"best CMS method per signal: {g['best_cms_method']}")
+    print(f"beats random (max SIC > 2 on ≥ 1 signal): {g['beats_random']}")
+    print(f"combination / best: { {c: {s: round(v, 2) for s, v in r.items()} for c, r in g['combination_over_best'].items()} }")
+    print(f"total wall {out['total_wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Complementarity of AD methods: correlation / overlap matrices and score combinations on known truth,
+and the benchmark script's command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lhcad.models.complementarity import combine, correlation_matrices, normalise, plot_matrix, top_selection
+from lhcad.models.metrics import sic_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _two_signal_toy(rng, n_bkg=40_000, n_sig=400):
+    """Method A sees signal type 1, method B signal type 2; both are noise elsewhere."""
+    y = np.r_[np.zeros(n_bkg), np.ones(n_sig), 2 * np.ones(n_sig)].astype(int)
+    a = rng.normal(size=len(y)) + 3.0 * (y == 1)
+    b = rng.normal(size=len(y)) + 3.0 * (y == 2)
+    return y, {"A": a, "B": b}
+
+
+def test_correlation_matrices_known_cases():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=20_000)
+    r = correlation_matrices({"x": x, "same": 2 * x + 1, "mono": np.exp(x), "indep": rng.normal(size=20_000)},
+                             fraction=0.01)
+    P, S, O = (np.array(r[k]) for k in ("pearson", "spearman", "top_overlap"))
+    assert r["methods"] == ["x", "same", "mono", "indep"] and r["n"] == 20_000
+    assert np.allclose(np.diag(P), 1) and np.allclose(P, P.T)
+    assert P[0, 1] == pytest.approx(1.0) and S[0, 2] == pytest.approx(1.0)
+    assert P[0, 2] < 0.9                      # Pearson sees the non-linearity, Spearman does not
+    assert O[0, 1] == 1.0 and O[0, 2] == 1.0  # monotone maps select the same events
+    # independent scores overlap at the random rate (binomial: 200 events, p = 0.01)
+    assert O[0, 3] < 0.06
+    assert top_selection(x, 0.01).sum() == 200
+
+
+def test_combination_recovers_complementary_methods():
+    rng = np.random.default_rng(1)
+    y, scores = _two_signal_toy(rng)
+    ref = {k: s for k, s in scores.items()}
+    for sig in (1, 2):
+        rows = (y == 0) | (y == sig)
+        truth = y[rows] > 0
+        single = {k: sic_summary(truth, s[rows])["max_sic"] for k, s in scores.items()}
+        best = max(single.values())
+        assert best > 5 and min(single.values()) < 2       # each method sees only "its" signal
+        sub = {k: s[rows] for k, s in scores.items()}
+        comb = {how: sic_summary(truth, combine(sub, how, reference=ref))["max_sic"]
+                for how in ("rank_max", "fisher", "rank_mean")}
+        # max of percentiles: the FPR of two independent selections adds up, so ≈ best / √2
+        assert comb["rank_max"] > 0.6 * best, (sig, comb, best)
+        # every combination beats the method blind to this signal by far
+        assert min(comb["rank_max"], comb["fisher"]) > 2 * min(single.values()), (sig, comb, single)
+    # no labels are used: the combination of background-only scores is itself uniform-ish
+    bkg = {k: s[y == 0] for k, s in scores.items()}
+    u = combine(bkg, "rank_max", reference=bkg)
+    assert 0.6 < np.median(u) < 0.8                          # max of two uniforms: median 1/√2
+
+
+def test_normalise_and_errors(tmp_path):
+    ref = np.arange(100.0)
+    p = normalise(np.array([-1.0, 49.5, 1000.0]), ref)
+    assert 0 < p[0] < 0.01 and p[1] == pytest.approx(0.5, abs=0.01) and 0.99 < p[2] < 1
+    with pytest.raises(ValueError, match="≥ 2 methods"):
+        correlation_matrices({"a": ref})
+    with pytest.raises(ValueError, match="non-finite scores from b"):
+        correlation_matrices({"a": ref, "b": np.r_[ref[:-1], np.nan]})
+    with pytest.raises(ValueError, match="unknown"):
+        combine({"a": ref, "b": ref}, "median")
+    with pytest.raises(ValueError, match="no reference scores for b"):
+        combine({"a": ref, "b": ref}, reference={"a": ref})
+    path = plot_matrix(np.eye(2), ["a", "b"], tmp_path / "m.png", "test")
+    assert Path(path).stat().st_size > 1000
+
+
+def test_benchmark_cli_help_and_bad_signal():
+    script = str(ROOT / "benchmarks" / "dijet_methods.py")
+    r = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--quick" in r.stdout and "--json" in r.stdout
+    r = subprocess.run([sys.executable, script, "--quick", "--signals", "wprime_xy,nope"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "unknown signal 'nope'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
