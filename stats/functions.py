@@ -77,7 +77,8 @@ class DijetFunction:
         """The conventional normalisation p0 of f (events per unit x) for ``params``."""
         s = self.shape_integrals(np.asarray(params[1:], dtype=float), edges)
         total = s.sum() if mask is None else s[mask].sum()
-        return float(params[0] / total)
+        with np.errstate(all="ignore"):
+            return float(params[0] / total)
 
     def density(self, params: np.ndarray, m: np.ndarray, edges: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """f at m_jj values ``m`` in events per GeV (for plotting smooth curves)."""

@@ -54,7 +54,7 @@ def score_keys(store: str) -> list[str]:
 
 
 def window_key(method: str, sr: tuple[float, float]) -> str:
-    return f"{method}__{sr[0]:.0f}_{sr[1]:.0f}"
+    return f"{method}__{sr[0]:g}_{sr[1]:g}"  # as the models stage writes it (models/jobs.py)
 
 
 def _parse_window(key: str) -> tuple[float, float] | None:

@@ -66,6 +66,7 @@ def analyse_window(task: WindowTask) -> dict:
     pulls = fit.pulls
     return {
         "sr": [float(task.sr[0]), float(task.sr[1])],
+        "fit_range": [float(task.edges[0]), float(task.edges[-1])],
         "efficiency": float(task.efficiency),
         "score_key": task.score_key,
         "threshold": float(task.threshold),
@@ -107,22 +108,43 @@ def _window_score(scores: ScoreSource, sr: tuple[float, float], n: int) -> tuple
     return "score", np.asarray(scores)
 
 
+def scored_range(mjj: np.ndarray, score: np.ndarray, fit_range: tuple[float, float]) -> tuple[float, float]:
+    """The part of ``fit_range`` where events have a score (models may score only SR + sidebands)."""
+    finite = np.isfinite(score) & (mjj >= fit_range[0]) & (mjj < fit_range[1])
+    if not finite.any():
+        raise ValueError("no event in the fit range has a finite score")
+    return max(fit_range[0], float(mjj[finite].min())), min(fit_range[1], float(np.nextafter(mjj[finite].max(), np.inf)))
+
+
+def window_binning(sr: tuple[float, float], config: StatsConfig, fit_range: tuple[float, float]):
+    """Window binning over ``fit_range``; bins shrink (down to ≥ 3 per sideband) when the scored
+    sidebands are narrow, so that the sideband fit keeps enough bins."""
+    side = min(sr[0] - fit_range[0], fit_range[1] - sr[1])
+    sigma = float(mass_resolution(0.5 * (sr[0] + sr[1]), config.resolution))
+    width = min(config.bin_width_sigma, side / (3.0 * sigma))
+    return window_edges(sr, fit_range, config.resolution, width)
+
+
 def build_tasks(
     mjj: np.ndarray, scores: ScoreSource, config: StatsConfig, weights: np.ndarray | None = None
 ) -> tuple[list[WindowTask], dict]:
-    """Selections and histograms of every (window, ε); returns the tasks and the selection masks'
-    thresholds keyed by (window, ε) for later re-use."""
+    """Selections and histograms of every (window, ε); also returns each window's fit range (the
+    configured one, narrowed to where the window's scores are defined)."""
     mjj = np.asarray(mjj, dtype=float)
     scan_edges, _, _ = scan_binning(config)
-    tasks = []
+    tasks, ranges = [], {}
     for sr in config.windows():
         key, score = _window_score(scores, sr, mjj.size)
         if score.shape != mjj.shape:
             raise ValueError(f"score {key!r} has {score.shape[0]} values for {mjj.size} events")
-        edges, _ = window_edges(sr, config.fit_range, config.resolution, config.bin_width_sigma)
+        lo, hi = scored_range(mjj, score, config.fit_range)
+        if not lo < sr[0] < sr[1] < hi:
+            raise ValueError(f"score {key!r} is defined for m_jj {lo:.0f}-{hi:.0f} GeV only: no sidebands around {sr}")
+        ranges[sr] = (lo, hi)
+        edges, _ = window_binning(sr, config, (lo, hi))
         for eps in config.efficiencies:
-            thr = sideband_threshold(mjj, score, sr, config.fit_range, eps, weights)
-            sel = select(score, thr)
+            thr = sideband_threshold(mjj, score, sr, (lo, hi), eps, weights)
+            sel = select(score, thr) & np.isfinite(score)
             w = None if weights is None else weights[sel]
             tasks.append(
                 WindowTask(
@@ -132,7 +154,7 @@ def build_tasks(
                     resolution=tuple(config.resolution),
                 )
             )
-    return tasks, {}
+    return tasks, ranges
 
 
 def scan(
@@ -152,7 +174,7 @@ def scan(
     """
     config = config or StatsConfig()
     mjj = np.asarray(mjj, dtype=float)
-    tasks, _ = build_tasks(mjj, scores, config, weights)
+    tasks, ranges = build_tasks(mjj, scores, config, weights)
     if cluster is not None:
         windows = cluster.map(analyse_window, tasks, desc="stats windows")
     else:
@@ -173,18 +195,28 @@ def scan(
         best[str(eps)] = {k: top[k] for k in ("sr", "p_value", "significance", "signal_hat", "score_key", "npar")}
         if npe > 0:
             key, score = _window_score(scores, tuple(top["sr"]), mjj.size)
-            sel = select(score, top["threshold"])
+            sel = select(score, top["threshold"]) & np.isfinite(score)
             data = histogram(mjj[sel], scan_edges, None if weights is None else weights[sel])
-            glob[str(eps)] = global_significance(
-                data, np.asarray(top["scan_background"]), scan_edges, window_bins, npe=npe,
-                seed=config.seed, scan_step=step_bins,
-            )
+            # only scan bins where this selection is defined (scores may exist in SR + sidebands only)
+            lo, hi = ranges[tuple(top["sr"])]
+            inside = (scan_edges[:-1] >= lo) & (scan_edges[1:] <= hi)
+            first, last = np.flatnonzero(inside)[[0, -1]]
+            sub = slice(first, last + 1)
+            if last - first + 1 >= window_bins:
+                glob[str(eps)] = global_significance(
+                    data[sub], np.asarray(top["scan_background"])[sub], scan_edges[first : last + 2], window_bins,
+                    npe=npe, seed=config.seed, scan_step=step_bins,
+                )
     return {
         "windows": windows,
         "best": best,
         "global": glob,
         "scan_edges": scan_edges.tolist(),
-        "trials_note": "global significance per ε; the choice among the ε values is a further trial",
+        "fit_ranges": {f"{k[0]:g}_{k[1]:g}": list(v) for k, v in ranges.items()},
+        "trials_note": (
+            "global significance per ε over the scan windows inside the best window's scored m_jj range; "
+            "the choice among the ε values is a further trial"
+        ),
         "config": config.model_dump(mode="json"),
     }
 

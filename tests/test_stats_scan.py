@@ -123,3 +123,27 @@ def test_threshold_is_defined_on_sidebands_not_on_the_signal_region():
     after = sideband_threshold(mjj, score, (3300, 3700), (2000, 6000), 0.01)
     assert before == after
     assert DijetFunction(3).npar == 3
+
+
+def test_scores_defined_only_in_sr_and_sidebands_narrow_the_fit_range():
+    """The models stage scores only SR ± 200 GeV (NaN elsewhere): each window is fitted where its score
+    exists, with bins narrow enough for ≥ 3 per sideband; NaN-scored events are never selected."""
+    rng = np.random.default_rng(8)
+    mjj = sample_mjj(TRUTH4, 100_000, FIT_RANGE, rng)
+    score = rng.uniform(size=mjj.size)
+
+    def per_window(sr):
+        s = score.copy()
+        s[(mjj < sr[0] - 200) | (mjj >= sr[1] + 200)] = np.nan
+        return f"cathode__{sr[0]:g}_{sr[1]:g}", s
+
+    cfg = StatsConfig(efficiencies=[0.1], n_windows=2, window_step=400.0, toys=50)
+    res = scan(mjj, per_window, cfg)
+    for w in res["windows"]:
+        lo, hi = w["fit_range"]
+        assert w["sr"][0] - 200 <= lo < w["sr"][0] - 190 and w["sr"][1] + 190 < hi <= w["sr"][1] + 200
+        edges = np.asarray(w["spectrum"]["edges"])
+        assert np.sum(edges[1:] <= w["sr"][0]) >= 3 and np.sum(edges[:-1] >= w["sr"][1]) >= 3
+        n_scored = np.count_nonzero((mjj >= lo) & (mjj < hi))
+        assert w["n_selected"] == pytest.approx(0.1 * n_scored, rel=0.1)
+        assert abs(w["significance"]) < 3.5
