@@ -69,6 +69,7 @@ def evaluate_cmd(
     out: Annotated[Path | None, typer.Option("--out", help="Directory for plots, JSON, black-box h5.")] = None,
     fpr: Annotated[list[float], typer.Option("--fpr", help="FPR(s) for the TPR table (repeatable).")] = [1e-5],  # noqa: B006
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the metrics JSON here.")] = None,
+    blackbox_score: Annotated[str, typer.Option(help="Score ranking the black box (e.g. vae_mu2, ae).")] = "vae_mu2",
 ) -> None:
     """AUC and TPR at FPR (binomial errors) per model and signal, FLOPs, ROC/latent plots, black box."""
     from rich.table import Table
@@ -78,7 +79,7 @@ def evaluate_cmd(
     from lhcad.store import StoreError
 
     try:
-        res = l1_jobs.evaluate(store, models, out, fprs=tuple(fpr))
+        res = l1_jobs.evaluate(store, models, out, fprs=tuple(fpr), blackbox_score=blackbox_score)
     except (ValueError, StoreError, FileNotFoundError) as exc:
         raise _usage(exc) from None
     table = Table(title=f"L1 AD — TPR at FPR = {min(fpr):g} (held-out background: {res['n_background_test']})")

@@ -131,8 +131,12 @@ def score(store: str, models_dir: str | Path, chunk: int = 500_000) -> dict[str,
 
 
 def evaluate(store: str, models_dir: str | Path, out: str | Path | None = None, fprs=(1e-5,),
-             latent_events: int = 200_000) -> dict:
-    """ADC2021 metrics from the stored scores (held-out background only); see module docstring."""
+             latent_events: int = 200_000, blackbox_score: str = "vae_mu2") -> dict:
+    """ADC2021 metrics from the stored scores (held-out background only); see module docstring.
+
+    ``blackbox_score`` (``<model>_<kind>``, or ``ae``) ranks the black-box events for the submission
+    file; when that model was not trained, the first trained model's default score is used.
+    """
     from lhcad.models import l1_metrics as M
     from lhcad.models.l1_base import load_model
     from lhcad.store import dataset_names, open_store, read_columns, read_scores
@@ -193,8 +197,12 @@ def evaluate(store: str, models_dir: str | Path, out: str | Path | None = None, 
             result["latent"][name] = info
     # black box: ids of the most anomalous events by the primary model
     if BLACKBOX in names:
-        primary = "vae" if "vae" in models else next(iter(models))
-        kind = models[primary].default_score
+        primary, _, kind = blackbox_score.partition("_")
+        if primary not in models:
+            primary, kind = next(iter(models)), ""
+        kind = kind or models[primary].default_score
+        if kind not in models[primary].score_kinds:
+            raise ValueError(f"blackbox score {blackbox_score!r}: {primary} has scores {models[primary].score_kinds}")
         key = primary if kind == "mse" else f"{primary}_{kind}"
         bb_rows = np.flatnonzero(code == names.index(BLACKBOX))
         s = read_scores(root, "l1", f"{primary}__{kind}")[bb_rows]
