@@ -15,9 +15,9 @@ def test_pipeline_stage_generates_configured_kinds(tmp_path):
         "workdir": str(tmp_path),
         "store": str(tmp_path / "store.zarr"),
         "generate": {
-            "dijet": {"events": 5000, "signal_events": 100, "extra_background": 500, "test_events": 500, "seed": 3},
+            "dijet": {"events": 3000, "signal_events": 100, "extra_background": 300, "test_events": 300, "seed": 3},
             "dqm": None,
-            "l1": {"events": 2000, "signal_events": 200, "blackbox_events": 200},
+            "l1": {"events": 1000, "signal_events": 100, "blackbox_events": 100},
         },
     })
     result = pipeline_stage(cfg, RunContext(cfg, "<test>"))
@@ -26,7 +26,7 @@ def test_pipeline_stage_generates_configured_kinds(tmp_path):
     fileset = json.loads((tmp_path / "generated" / "dijet" / "fileset.json").read_text())
     assert set(fileset) == {"data", "extra_bkg", "test"}
     assert result["artefacts"]["dijet_fileset"] == str((tmp_path / "generated" / "dijet" / "fileset.json").resolve())
-    assert result["figures"]["dijet_extra_bkg_events"] == 500
+    assert result["figures"]["dijet_extra_bkg_events"] == 300
     assert result["figures"]["dijet_data_signal"] == 100
     l1_fileset = json.loads((tmp_path / "generated" / "l1" / "fileset.json").read_text())
     assert set(l1_fileset) == {"sm", "ato4l", "lq_btau", "h0_tautau", "hch_taunu", "blackbox"}

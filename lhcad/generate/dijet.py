@@ -404,10 +404,13 @@ def sample_events(
     if accept is None:
         return Block.concat([make_block(rng, min(block_size, n - i), signal, m_range)
                              for i in range(0, n, block_size)]) if n > 0 else make_block(rng, 0, signal, m_range)
-    parts, have = [], 0
+    parts, have, eff = [], 0, 0.5
     while have < n:
-        blk = make_block(rng, block_size, signal, m_range)
-        keep = np.flatnonzero(accept(blk))[: n - have]
+        size = int(np.clip(1.2 * (n - have) / eff, 5000, block_size))
+        blk = make_block(rng, size, signal, m_range)
+        passed = np.flatnonzero(accept(blk))
+        eff = max(len(passed) / size, 1e-3)
+        keep = passed[: n - have]
         parts.append(blk.take(keep))
         have += len(keep)
     return Block.concat(parts) if parts else make_block(rng, 0, signal, m_range)

@@ -41,7 +41,7 @@ from lhcad.log import progress
 
 log = logging.getLogger(__name__)
 
-PILOT_EVENTS = 200_000
+PILOT_EVENTS = 100_000
 RUNS = {"data": 1, "extra_bkg": 2, "test": 3}
 TEST_SIGNAL_FRACTION = 0.2
 CHUNK = 100_000  # events generated (and held in memory) at a time; one ROOT basket each
@@ -69,9 +69,9 @@ def window_fraction(cfg: GenerateDijetConfig) -> float:
 @functools.lru_cache(maxsize=16)
 def _window_fraction(sr: tuple[float, float], trigger_pt: float | None) -> float:
     # a fixed pilot sample (seed 0): the same expected B for every user seed
-    trig = None if trigger_pt is None else (lambda blk: blk.fatjet["pt"][:, :2].max(axis=1) > trigger_pt)
-    blk = phys.sample_events(rng_for(0, "pilot"), PILOT_EVENTS, accept=trig)
-    return float(phys.in_window(blk, sr).mean())
+    blk = phys.sample_events(rng_for(0, "pilot"), PILOT_EVENTS)
+    passed = np.ones(len(blk), bool) if trigger_pt is None else blk.fatjet["pt"][:, :2].max(axis=1) > trigger_pt
+    return float((phys.in_window(blk, sr) & passed).sum() / passed.sum())
 
 
 def _trigger(cfg: GenerateDijetConfig):
