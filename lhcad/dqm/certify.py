@@ -91,8 +91,10 @@ def matched_reference(entries: np.ndarray, reference: np.ndarray, k: int = 20, c
     matched (the reference does not cover it) and does not enter the expectation.
 
     ``cond`` / ``ref_cond`` are the conditions (pile-up) of the LSs and of the reference LSs; without
-    them the entries themselves are matched. ``E_b = Σ_j w_j c_jb`` with ``w_j = Σ_i N_i / (k N_j)``
-    over the LSs ``i`` that picked reference LS ``j``; ``Var E_b = Σ_j w_j² c_jb`` (Poisson counts).
+    them the entries themselves are matched. With pile-up, the neighbours below and above the LS's
+    pile-up are weighted so that their mean pile-up equals the LS's (linear interpolation); an LS the
+    neighbours do not bracket is not matched. ``E_b = Σ_j w_j c_jb`` with ``w_j = Σ_i N_i ω_ij / N_j``
+    (``ω_ij`` the neighbour weights of LS ``i``, summing to 1); ``Var E_b = Σ_j w_j² c_jb`` (Poisson).
     """
     ref = np.asarray(reference, float)
     n_ref = ref.sum(axis=1)
@@ -111,8 +113,22 @@ def matched_reference(entries: np.ndarray, reference: np.ndarray, k: int = 20, c
         pick = cand[np.argsort(np.abs(x_ref[cand] - x_i), kind="stable")[:k]]
         if tolerance is not None and np.abs(x_ref[pick] - x_i).max() > tolerance * max(abs(x_i), 1e-9):
             continue  # conditions the reference does not cover: this LS cannot be tested
+        lo, hi = pick[x_ref[pick] <= x_i], pick[x_ref[pick] > x_i]
+        if cond is not None and ref_cond is not None:
+            # bracket the LS's pile-up and weight the two sides so that the mean pile-up matches
+            # (linear interpolation in pile-up; one-sided neighbours at the edges would bias the shape)
+            if len(lo) == 0 or len(hi) == 0:
+                if np.ptp(x_ref[pick]) > 0 or x_ref[pick[0]] != x_i:
+                    continue
+                lo, hi = pick, pick[:0]
+            m_lo, m_hi = x_ref[lo].mean(), (x_ref[hi].mean() if len(hi) else x_i)
+            a = 1.0 if len(hi) == 0 or m_hi == m_lo else (m_hi - x_i) / (m_hi - m_lo)
+            weights = np.concatenate([np.full(len(lo), a / len(lo)), np.full(len(hi), (1 - a) / max(len(hi), 1))])
+            pick = np.concatenate([lo, hi])
+        else:
+            weights = np.full(len(pick), 1.0 / len(pick))
         matched[i] = True
-        w[pick] += n_i / (k * n_ref[pick])
+        np.add.at(w, pick, n_i * weights / n_ref[pick])
     return w @ ref, (w ** 2) @ ref, matched
 
 
