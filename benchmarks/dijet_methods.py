@@ -14,8 +14,10 @@ methods (:func:`lhcad.models.data.load_dijet`). Per signal type (all at M = 3.5 
 
 Methods: ``cwola`` (SR vs SB, LHCO features), ``cathode`` (LHCO features), ``cathode_b`` (+ DeepB of
 both jets), ``vaeqr`` (per-jet VAE on |Δη| > 1.4, QR on |Δη| < 1.3), ``tagntrain``, ``quak``; plus
-``supervised`` (reference, not in the combination). Complementarity: Pearson / Spearman / top-1 %
-overlap matrices on the background-only test events and on test events with signal injected at the
+``supervised`` (reference, not in the combination) and QUAK with other cut slopes
+(``quak_w0``: background loss only, ``quak_w0.5``; diagnostics, not in the combination).
+
+Complementarity: Pearson / Spearman / top-1 % overlap matrices on the background-only test events and on test events with signal injected at the
 same S/B; combinations (rank mean, rank max, Fisher) of the five CMS methods (cwola, tagntrain,
 cathode_b, quak, vaeqr), percentiles from the unlabelled signal-injected sample, evaluated with the
 same SIC machinery (max SIC with ≥ 20 background events left).
@@ -40,9 +42,10 @@ SIGNALS = ("wprime_xy", "qstar_qwp", "wprime_bprime_t", "wkk_rw", "y_hh_4t")
 PRIOR_EXTRA = ("x_yyprime", "zprime_tprime")      # registered signals used only in QUAK's prior
 CMS_SET = ("cwola", "tagntrain", "cathode_b", "quak", "vaeqr")
 METHODS = ("cwola", "cathode", "cathode_b", "vaeqr", "tagntrain", "quak")
+QUAK_DIAGNOSTIC_WEIGHTS = (0.0, 0.5)    # QUAK with other selection slopes, reported, never combined
 
 SIZES = {
-    "full": {"n_qcd": 150_000, "n_test_bkg": 20_000, "n_test_sig": 3_000, "n_mc_bkg": 15_000,
+    "full": {"n_qcd": 150_000, "n_test_bkg": 60_000, "n_test_sig": 3_000, "n_mc_bkg": 15_000,
              "n_mc_sig": 2_000, "flow_epochs": 8, "flow_max_events": 15_000, "vae_epochs": 8,
              "hgb_members": 2},
     "quick": {"n_qcd": 40_000, "n_test_bkg": 4_000, "n_test_sig": 600, "n_mc_bkg": 3_000,
@@ -205,10 +208,14 @@ class Bench:
         prior = [s for s in (*signals, *PRIOR_EXTRA) if s != sig]
         Xs, ms = balanced_mixture([(XQ[self.rows(f"mc_{p}")], m[self.rows(f"mc_{p}")]) for p in prior],
                                   random_state=seed)
-        timed("quak", lambda: QUAK(_flow_params(sz, seed + 5), signal_weight=1.0, random_state=seed)
-              .fit(None, None, Xs, ms, bounds=bounds_q, background_flow=self._quak_bkg)
+        quak = QUAK(_flow_params(sz, seed + 5), signal_weight=1.0, random_state=seed)
+        timed("quak", lambda: quak.fit(None, None, Xs, ms, bounds=bounds_q, background_flow=self._quak_bkg)
               .score_samples(XQ[test], m[test]))
         wall["quak"] += self._quak_bkg_wall / len(signals)   # the shared background flow, amortised
+        # diagnostics (not in the method set): other slopes of the cut line in QUAK space
+        L = quak.losses(XQ[test], m[test])
+        for w in QUAK_DIAGNOSTIC_WEIGHTS:
+            scores[f"quak_w{w:g}"] = L[:, 0] - w * L[:, 1]
         mcb, mcs = self.rows("mc_bkg"), self.rows(f"mc_{sig}")
         timed("supervised", lambda: Supervised("hgb", _hgb(sz, seed)).fit(X6[mcs], X6[mcb]).score_samples(X6[test]))
         labels = self.views["lhco"].truth[test] > 0
@@ -220,7 +227,8 @@ def evaluate(results: dict, s_over_b: float, seed: int, plots: Path | None) -> d
     from lhcad.models.complementarity import COMBINATIONS, combine, correlation_matrices, plot_matrix
     from lhcad.models.metrics import plot_sic, sic_summary
 
-    out = {"max_sic": {k: {} for k in (*METHODS, "supervised")}, "auc": {k: {} for k in (*METHODS, "supervised")},
+    extra = ("supervised", *(f"quak_w{w:g}" for w in QUAK_DIAGNOSTIC_WEIGHTS))
+    out = {"max_sic": {k: {} for k in (*METHODS, *extra)}, "auc": {k: {} for k in (*METHODS, *extra)},
            "combination_sic": {c: {} for c in COMBINATIONS}, "combination_auc": {c: {} for c in COMBINATIONS},
            "correlations": {}, "plots": []}
     rng = np.random.default_rng(seed)
@@ -324,7 +332,7 @@ def main(argv=None) -> int:
 
 def _print(out: dict) -> None:
     sigs = out["signals"]
-    rows = [*METHODS, "supervised", *(f"comb:{c}" for c in out["combination_sic"])]
+    rows = [*out["max_sic"], *(f"comb:{c}" for c in out["combination_sic"])]
     print(f"\nmax SIC ({out['rule']}), S/B = {out['s_over_b']}")
     print(f"{'method':16s}" + "".join(f"{s[:14]:>15s}" for s in sigs))
     for k in rows:

@@ -115,10 +115,20 @@ class QuantileDecorrelator(Estimator):
             y, m = y[keep], m[keep]
         self.m_center_ = float((m.max() + m.min()) / 2)
         self.m_half_ = float(max((m.max() - m.min()) / 2, 1e-12))
-        ly = np.log(y) if self.log_score else y
         if self.log_score and np.any(y <= 0):
             raise ValueError(f"QuantileDecorrelator(log_score=True) needs positive scores; got min {y.min():.3g}")
+        ly = np.log(y) if self.log_score else y
         self.y_mean_, self.y_std_ = float(ly.mean()), float(ly.std() or 1.0)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)    # a few parameters: extra threads only add contention
+        try:
+            self._optimise(torch, taus, y, m)
+        finally:
+            torch.set_num_threads(threads)
+        self.fitted_ = True
+        return self
+
+    def _optimise(self, torch, taus, y, m) -> None:
         yt = torch.as_tensor(self._y(y), dtype=torch.float64)
         X = torch.as_tensor(self._design(m), dtype=torch.float64)
         tau = torch.as_tensor(taus, dtype=torch.float64)
@@ -136,8 +146,6 @@ class QuantileDecorrelator(Estimator):
             sched.step()
         self.coef_ = beta.detach().numpy().copy()
         self.pinball_ = float(loss.detach())
-        self.fitted_ = True
-        return self
 
     def predict_quantiles(self, m) -> np.ndarray:
         """(n, K) fitted quantile curves at ``m`` in the standardised (log-)score space, non-crossing."""
