@@ -6,9 +6,9 @@ with its fit uncertainty as nuisances (:mod:`lhcad.stats.model`), restricted to 
 signal. The parameter of interest is the cross section in fb when a luminosity is given
 (``μ × L × ε_sig`` signal events), otherwise the number of signal events.
 
-Limits come from ``pyhf.infer.intervals.upper_limits.upper_limit`` on a μ grid (one hypotest per
-point gives the observed and all five expected CLs values, cheaper than six root searches), asymptotic
-(``qtilde``) or toy-based (``calctype="toybased"``). Masses are independent tasks for :meth:`lhcad.cluster.Cluster.map`.
+Limits come from a pyhf CLs scan on a μ grid (``pyhf.infer.intervals.upper_limits.upper_limit`` with
+``scan=``; one hypotest per point gives the observed and all five expected CLs values, cheaper than six
+root searches), asymptotic (``qtilde``) or toy-based (``calctype="toybased"``). Masses are independent tasks for :meth:`lhcad.cluster.Cluster.map`.
 """
 
 from __future__ import annotations
@@ -67,37 +67,60 @@ def _model(task: LimitTask, mu_max: float):
     return build_model(task.signal, task.background, task.background_cov, poi_bounds=(0.0, mu_max))
 
 
+def _log_crossing(poi: np.ndarray, cls: np.ndarray, level: float) -> float:
+    """μ where CLs falls through ``level``, interpolating log CLs linearly between grid points.
+
+    pyhf's grid scan interpolates CLs itself linearly, which overestimates limits by several per cent
+    on a coarse grid (CLs falls roughly exponentially); log-linear is accurate to ~1 % with ~12 points.
+    """
+    below = np.flatnonzero(cls < level)
+    if below.size == 0:
+        return float(poi[-1])
+    i = int(below[0])
+    if i == 0:
+        return float(poi[0])
+    c0, c1 = float(cls[i - 1]), float(cls[i])
+    if c1 <= 0:  # toys can give CLs = 0 exactly: no logarithm, fall back to linear
+        return float(poi[i - 1] + (c0 - level) * (poi[i] - poi[i - 1]) / (c0 - c1))
+    y0, y1 = np.log(c0), np.log(c1)
+    return float(poi[i - 1] + (np.log(level) - y0) * (poi[i] - poi[i - 1]) / (y1 - y0))
+
+
 def _grid_limits(task: LimitTask, grid: np.ndarray, **kwargs) -> tuple[float, np.ndarray, np.ndarray]:
-    """pyhf CLs scan over ``grid`` (interpolated crossing); returns observed, expected band, CLs(last μ)."""
+    """pyhf CLs scan over ``grid``; returns the observed limit, the expected band and CLs at the last μ."""
     model = _model(task, 2.0 * float(grid[-1]))
     data = data_vector(model, task.counts)
-    obs, exp, (_, results) = pyhf.infer.intervals.upper_limits.upper_limit(
+    _, _, (poi, results) = pyhf.infer.intervals.upper_limits.upper_limit(
         data, model, scan=grid, level=task.level, return_results=True, **kwargs
     )
-    last = np.concatenate([[results[-1][0]], np.asarray(results[-1][1]).ravel()])
-    return float(obs), np.asarray(exp, dtype=float), last
+    poi = np.asarray(poi, dtype=float)
+    obs_cls = np.array([float(r[0]) for r in results])
+    exp_cls = np.array([np.asarray(r[1], dtype=float).ravel() for r in results])  # (n_mu, 5)
+    obs = _log_crossing(poi, obs_cls, task.level)
+    exp = np.array([_log_crossing(poi, exp_cls[:, k], task.level) for k in range(exp_cls.shape[1])])
+    last = np.concatenate([[obs_cls[-1]], exp_cls[-1]])
+    return obs, exp, last
 
 
 def limit_for_mass(task: LimitTask, n_grid: int = 12) -> dict:
     """Observed and expected (±1σ, ±2σ) CLs upper limits on μ for one mass.
 
-    Asymptotic: a pyhf CLs scan on a μ grid placed from a counting estimate of σ(μ̂) and extended until
-    CLs < ``level`` at its end for the observed and every expected quantile, then refined around the
-    crossings. Toy-based (``task.toys`` > 0): the same on a grid around the asymptotic band.
+    Asymptotic: a pyhf CLs scan (``hypotest`` at every μ of a grid from 0 to excess + 5 σ, σ a counting
+    estimate of σ(μ̂)), stretched until CLs < ``level`` at its end for the observed and every expected
+    quantile; crossings interpolated in log CLs. Toy-based (``task.toys`` > 0): the same on a grid
+    around the asymptotic band with ``calctype="toybased"``.
     """
     use_minuit()
     sig = _sigma_mu(task)
     excess = max(task.counts.sum() - task.background.sum(), 0.0) / task.signal.sum()
     hi = excess + 5.0 * sig
     for _ in range(6):
-        obs, exp, last = _grid_limits(task, np.linspace(0.0, hi, 7)[1:])
+        obs, exp, last = _grid_limits(task, np.linspace(0.0, hi, n_grid + 1)[1:])
         if np.all(last < task.level):
             break
         hi *= 2.0
     else:
         raise RuntimeError(f"m = {task.mass:g}: CLs stays above {task.level} up to μ = {hi:g}")
-    lo_f, hi_f = 0.8 * min(obs, exp[0]), 1.2 * max(obs, exp[-1])
-    obs, exp, _ = _grid_limits(task, np.linspace(lo_f, hi_f, n_grid))
     out = {
         "mass": float(task.mass),
         "observed": obs,

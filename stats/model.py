@@ -41,7 +41,7 @@ def use_minuit() -> None:
         pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(tolerance=0.01, maxiter=5000))
 
 
-def background_modifiers(background: np.ndarray, cov: np.ndarray | None, rel_cut: float = 1e-4) -> list[dict]:
+def background_modifiers(background: np.ndarray, cov: np.ndarray | None, rel_cut: float = 1e-3) -> list[dict]:
     """``histosys`` modifiers, one per significant eigen-direction of the background covariance."""
     if cov is None:
         cov = np.zeros((len(background), len(background)))

@@ -1,6 +1,7 @@
 """CLs limits (asymptotic and toys, bands, coverage) and the weak-supervision limit procedure."""
 
 import numpy as np
+import pyhf
 import pytest
 
 from lhcad.cluster import open_cluster
@@ -9,6 +10,7 @@ from lhcad.stats.calibration import cls_coverage
 from lhcad.stats.binning import resolution_edges
 from lhcad.stats.ftest import choose_function
 from lhcad.stats.functions import DijetFunction
+from lhcad.stats.model import build_model, data_vector
 from lhcad.stats.limits import BAND_NAMES, LimitTask, limit_for_mass, make_tasks, signal_bins, upper_limits
 from lhcad.stats.weak_limits import efficiency_curve, excluded_xs, weak_supervision_limit
 
@@ -34,6 +36,12 @@ def test_asymptotic_limits_have_ordered_bands_and_scale_with_background():
     # counting estimate of the median: ~1.96 σ(b) with σ(b) ≈ √B over the signal bins
     b = res[1]["background_events"]
     assert 1.0 * np.sqrt(b) < res[1]["expected"]["median"] < 4.0 * np.sqrt(b)
+    # the grid scan (log-CLs interpolation) agrees with pyhf's own root finding (TOMS 748)
+    t = tasks[1]
+    model = build_model(t.signal, t.background, t.background_cov, poi_bounds=(0.0, 5 * res[1]["expected"]["+2sigma"]))
+    obs, exp = pyhf.infer.intervals.upper_limits.upper_limit(data_vector(model, t.counts), model)
+    assert res[1]["observed"] == pytest.approx(float(obs), rel=0.02)
+    assert [res[1]["expected"][k] for k in BAND_NAMES] == pytest.approx(np.asarray(exp, float), rel=0.02)
 
 
 def test_injected_signal_raises_the_observed_limit():
