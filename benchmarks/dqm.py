@@ -32,12 +32,13 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--quick", action="store_true", help="small smoke-run (fewer runs, LSs, epochs)")
-    ap.add_argument("--runs", type=int, default=24)
-    ap.add_argument("--bad-runs", type=int, default=8)
-    ap.add_argument("--ls-per-run", type=int, default=300)
-    ap.add_argument("--events-per-ls", type=int, default=300)
+    ap.add_argument("--runs", type=int, default=16)
+    ap.add_argument("--bad-runs", type=int, default=6)
+    ap.add_argument("--ls-per-run", type=int, default=200)
+    ap.add_argument("--events-per-ls", type=int, default=1000,
+                    help="events per LS at the highest luminosity (per-LS statistics of the MEs)")
     ap.add_argument("--severity", type=float, default=1.0)
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--false-flag-rate", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--executor", default="dask-local", help="cluster type for training/scoring")
@@ -45,7 +46,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--workdir", type=Path, help="keep inputs/outputs here (default: a temp dir)")
     args = ap.parse_args(argv)
     if args.quick:
-        args.runs, args.bad_runs, args.ls_per_run, args.epochs = 10, 4, 150, 20
+        args.runs, args.bad_runs, args.ls_per_run, args.epochs = 8, 3, 100, 15
 
     from lhcad.cluster import open_cluster
     from lhcad.config import ClusterConfig, DQMConfig, GenerateDQMConfig
