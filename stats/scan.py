@@ -15,6 +15,7 @@ pyBumpHunter pseudo-experiments (:mod:`lhcad.stats.bumphunt`).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from lhcad.stats.discovery import local_p_value, use_minuit
 from lhcad.stats.ftest import choose_function
 from lhcad.stats.model import gaussian_template
 from lhcad.stats.selection import select, sideband_threshold
+
+log = logging.getLogger(__name__)
 
 ScoreSource = np.ndarray | Mapping[tuple[float, float], tuple[str, np.ndarray]] | Callable | None
 
@@ -129,17 +132,21 @@ def build_tasks(
     mjj: np.ndarray, scores: ScoreSource, config: StatsConfig, weights: np.ndarray | None = None
 ) -> tuple[list[WindowTask], dict]:
     """Selections and histograms of every (window, ε); also returns each window's fit range (the
-    configured one, narrowed to where the window's scores are defined)."""
+    configured one, narrowed to where the window's scores are defined) and, under ``"skipped"``, the
+    windows that cannot be scanned (no scored sidebands) with the reason (logged as warnings)."""
     mjj = np.asarray(mjj, dtype=float)
     scan_edges, _, _ = scan_binning(config)
-    tasks, ranges = [], {}
+    tasks, ranges, skipped = [], {}, []
     for sr in config.windows():
         key, score = _window_score(scores, sr, mjj.size)
         if score.shape != mjj.shape:
             raise ValueError(f"score {key!r} has {score.shape[0]} values for {mjj.size} events")
         lo, hi = scored_range(mjj, score, config.fit_range)
         if not lo < sr[0] < sr[1] < hi:
-            raise ValueError(f"score {key!r} is defined for m_jj {lo:.0f}-{hi:.0f} GeV only: no sidebands around {sr}")
+            reason = f"score {key!r} is defined for m_jj {lo:.0f}-{hi:.0f} GeV only: no sidebands around SR {sr[0]:g}-{sr[1]:g}"
+            log.warning("window skipped: %s", reason)
+            skipped.append({"sr": [float(sr[0]), float(sr[1])], "reason": reason})
+            continue
         ranges[sr] = (lo, hi)
         edges, _ = window_binning(sr, config, (lo, hi))
         for eps in config.efficiencies:
@@ -154,6 +161,9 @@ def build_tasks(
                     resolution=tuple(config.resolution),
                 )
             )
+    if not tasks:
+        raise ValueError("no window can be scanned: " + "; ".join(x["reason"] for x in skipped))
+    ranges["skipped"] = skipped
     return tasks, ranges
 
 
@@ -175,6 +185,7 @@ def scan(
     config = config or StatsConfig()
     mjj = np.asarray(mjj, dtype=float)
     tasks, ranges = build_tasks(mjj, scores, config, weights)
+    skipped = ranges.pop("skipped")
     if cluster is not None:
         windows = cluster.map(analyse_window, tasks, desc="stats windows")
     else:
@@ -213,6 +224,7 @@ def scan(
         "global": glob,
         "scan_edges": scan_edges.tolist(),
         "fit_ranges": {f"{k[0]:g}_{k[1]:g}": list(v) for k, v in ranges.items()},
+        "skipped_windows": skipped,
         "trials_note": (
             "global significance per ε over the scan windows inside the best window's scored m_jj range; "
             "the choice among the ε values is a further trial"

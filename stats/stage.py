@@ -38,7 +38,10 @@ def run_scan(store: str, cfg: StatsConfig, outdir: str | Path, cluster=None) -> 
     if cfg.score == "none" and any(e < 1 for e in cfg.efficiencies):
         raise ConfigError("stats.score is 'none' (no selection): set stats.efficiencies to [1.0]")
     t0 = time.perf_counter()
-    result = scan(data.mjj, _scores(data, cfg), cfg, cluster=cluster, weights=data.weight)
+    try:
+        result = scan(data.mjj, _scores(data, cfg), cfg, cluster=cluster, weights=data.weight)
+    except ValueError as exc:  # inputs that cannot be scanned (e.g. scores without sidebands)
+        raise ConfigError(f"{store}: {exc}") from None
     result["wall_s"] = time.perf_counter() - t0
     paths = [plots.plot_p_values(result, out / "scan_pvalues.png")]
     for eps, best in result["best"].items():

@@ -147,3 +147,19 @@ def test_scores_defined_only_in_sr_and_sidebands_narrow_the_fit_range():
         n_scored = np.count_nonzero((mjj >= lo) & (mjj < hi))
         assert w["n_selected"] == pytest.approx(0.1 * n_scored, rel=0.1)
         assert abs(w["significance"]) < 3.5
+
+
+def test_windows_without_scored_sidebands_are_skipped_and_reported():
+    """Only the 3300-3700 GeV window was trained (scores in SR ± 200 GeV): windows reaching outside
+    the scored range are skipped with a reason in the result, the others are scanned."""
+    rng = np.random.default_rng(9)
+    mjj = sample_mjj(TRUTH4, 60_000, FIT_RANGE, rng)
+    score = rng.uniform(size=mjj.size)
+    score[(mjj < 3100) | (mjj >= 3900)] = np.nan
+    cfg = StatsConfig(efficiencies=[0.2], n_windows=3, first_window=3100.0, window_step=200.0, toys=0)
+    res = scan(mjj, score, cfg)
+    assert [w["sr"] for w in res["windows"]] == [[3300.0, 3700.0]]
+    assert [s["sr"] for s in res["skipped_windows"]] == [[3100.0, 3500.0], [3500.0, 3900.0]]
+    assert "no sidebands" in res["skipped_windows"][0]["reason"] and res["global"] == {}
+    with pytest.raises(ValueError, match="no window can be scanned"):
+        scan(mjj, score, StatsConfig(efficiencies=[0.2], n_windows=1, first_window=3500.0, toys=0))
