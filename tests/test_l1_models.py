@@ -113,7 +113,7 @@ def main(argv):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("l1")
-    store = toy_store(d / "store.zarr", n_bkg=16_000, n_sig=1500, blackbox=3000)
+    store = toy_store(d / "store.zarr", n_bkg=16_000, n_sig=1500, blackbox=5000)
     main(["l1", "train", "--store", store, "--out", str(d / "models"), "--models", "ae,vae", "--epochs", "4",
           "--batch-size", "256"])
     main(["l1", "score", "--store", store, "--models", str(d / "models")])
@@ -144,15 +144,15 @@ def test_blackbox_submission(trained):
     with h5py.File(res["blackbox"]["path"]) as f:
         ids, scores = f["event_ids"][...], f["scores"][...]
         perf = json.loads(f.attrs["performance"])
-    assert len(ids) == 1000 and len(set(ids)) == 1000 and ids.max() < 3000
+    assert len(ids) == 1000 and len(set(ids)) == 1000 and ids.max() < 5000
     assert (np.diff(scores) <= 0).all()
     assert perf["model"] == "ae" and set(perf["auc"]) == {"ato4l", "lq_btau", "h0_tautau", "hch_taunu"}
-    # the injected 1 % A->4l events are enriched among the 1000 most anomalous
+    # the injected 1 % A->4l events are enriched among the 1000 most anomalous (top 20 %: at most 5x)
     from lhcad.store import read_columns
 
     cols = read_columns(store, "l1", ["dataset", "truth_label"])
     truth = cols["truth_label"][cols["dataset"] == 5]
-    assert truth[ids].mean() > 2 * truth.mean()
+    assert truth[ids].mean() > 2.5 * truth.mean()
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
