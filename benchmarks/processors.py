@@ -67,7 +67,7 @@ def _run_dask(fileset: Path, store: Path, workers: int, chunksize: int) -> tuple
     from lhcad.config import ClusterConfig
     from lhcad.processors.runner import process
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                       memory_limit="3GiB") as lc, Client(lc) as client:
         client.run(lambda: __import__("coffea.processor"))  # warm imports: not part of the measurement
         if store.exists():

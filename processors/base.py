@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from abc import abstractmethod
 from typing import Any
 
@@ -18,6 +19,12 @@ import numpy as np
 from coffea import processor
 
 from lhcad import store as _store
+
+# NanoAODSchema warns about cross-references of collections a skim (or the generator) does not
+# write; harmless here. Installed on import, i.e. also on every worker that unpickles a processor.
+warnings.filterwarnings("ignore", message="Missing cross-reference index", category=RuntimeWarning)
+warnings.filterwarnings("ignore", message="Branch .* already exists but its values will be replaced",
+                        category=RuntimeWarning)
 
 
 class InputError(ValueError):

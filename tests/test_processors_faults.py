@@ -86,14 +86,14 @@ def test_bad_input_without_skip_is_one_clear_error(name, bad_inputs, tmp_path, c
 
 
 def test_kill_and_resume_gives_the_clean_store(tmp_path):
-    files = [write_nanoaod(tmp_path / f"k{i}.root", 2500, seed=20 + i, run=1 + i) for i in range(2)]
+    files = [write_nanoaod(tmp_path / f"k{i}.root", 1200, seed=20 + i, run=1 + i) for i in range(2)]
     fs = tmp_path / "fs.json"
     fs.write_text(json.dumps({"data": {"files": {f: "Events" for f in files}}}))
     clean = tmp_path / "clean.zarr"
-    ref = process("dijet", str(fs), str(clean), chunksize=125)
+    ref = process("dijet", str(fs), str(clean), chunksize=200)
     out = tmp_path / "killed.zarr"
     cmd = [sys.executable, "-m", "lhcad.cli", "-q", "process", "dijet", "--fileset", str(fs), "--out", str(out),
-           "--chunksize", "125"]
+           "--chunksize", "200"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
@@ -107,7 +107,7 @@ def test_kill_and_resume_gives_the_clean_store(tmp_path):
     committed = len(list(out.glob("_parts/*/*.npz")))
     assert 3 <= committed < ref["chunks"]
     assert not (out / "dijet").exists() or store.n_rows(str(out), "dijet") != ref["rows"]
-    resumed = process("dijet", str(fs), str(out), chunksize=125)
+    resumed = process("dijet", str(fs), str(out), chunksize=200)
     assert resumed["chunks_reused"] >= committed and resumed["chunks_run"] == ref["chunks"] - resumed["chunks_reused"]
     assert_same_store(clean, out)
 
