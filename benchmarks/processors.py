@@ -9,7 +9,9 @@ Measured in one run (on generated dijet NanoAOD from ``lhcad generate dijet``):
   consolidation into Zarr);
 * ``ratio_to_raw`` = the two above (goal ≥ 0.5);
 * ``scaling_2_workers``: wall time with 1 worker / wall time with 2 workers (goal ≥ 1.8);
-* ``peak_worker_rss_mb``: the largest peak RSS of any Dask worker process (``ru_maxrss``).
+* ``peak_worker_rss_mb``: the largest peak RSS of any Dask worker process (``ru_maxrss``);
+* for context, ``iterative_events_per_s`` / ``iterative_ratio_to_raw``: the same run in-process
+  (coffea ``IterativeExecutor``), i.e. without Dask scheduling and inter-process overhead.
 
     python benchmarks/processors.py --json .bench/processors.json          # 2 M events
     python benchmarks/processors.py --quick                                 # smoke run (40 k events)
@@ -101,6 +103,13 @@ def main(argv: list[str] | None = None) -> dict:
         fileset = _generate(work / f"dijet_{args.events}_{args.seed}", args.events, args.seed)
         s1, wall1, rss1 = _run_dask(fileset, tmp / "store1.zarr", 1, args.chunksize)
         s2, wall2, rss2 = _run_dask(fileset, tmp / "store2.zarr", 2, args.chunksize)
+        from lhcad.config import ClusterConfig
+        from lhcad.processors.runner import process
+
+        t0 = time.perf_counter()  # the same processor in this process (no Dask): scheduling overhead
+        process("dijet", str(fileset), str(tmp / "store0.zarr"), chunksize=args.chunksize,
+                cluster=ClusterConfig(type="iterative"))
+        wall0 = time.perf_counter() - t0
         branches = s1["branches_read"]
         n_raw, raw_s = _raw_uproot(fileset, branches, args.chunksize)
         events = s1["events_processed"]
@@ -115,6 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
             "events_per_s_per_core": round(eps, 1),
             "raw_uproot_events_per_s_per_core": round(raw_eps, 1),
             "ratio_to_raw": round(eps / raw_eps, 3),
+            "iterative_events_per_s": round(events / wall0, 1),
+            "iterative_ratio_to_raw": round(events / wall0 / raw_eps, 3),
             "wall_1_worker_s": round(wall1, 2),
             "wall_2_workers_s": round(wall2, 2),
             "scaling_2_workers": round(wall1 / wall2, 3),
