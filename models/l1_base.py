@@ -68,8 +68,11 @@ class L1Estimator(Estimator):
         self.history_ = []
         from lhcad.log import progress as _progress
 
-        with _progress(disable=not progress) as bar:
-            task = bar.add_task(f"train {type(self).__name__}", total=self.epochs)
+        import contextlib
+
+        # no ``disable=`` keyword: lhcad.log.progress passes it twice when --quiet is set
+        with (_progress() if progress else contextlib.nullcontext()) as bar:
+            task = bar.add_task(f"train {type(self).__name__}", total=self.epochs) if bar else None
             for epoch in range(self.epochs):
                 self.module_.train()
                 order = torch.randperm(len(x_tr), generator=gen)
@@ -87,7 +90,8 @@ class L1Estimator(Estimator):
                     val = float(self._loss(self.module_, x_val, epoch))
                 self.history_.append({"epoch": epoch, "train_loss": total / len(x_tr), "val_loss": val})
                 log.debug("%s epoch %d: train %.5f val %.5f", type(self).__name__, epoch, total / len(x_tr), val)
-                bar.advance(task)
+                if bar:
+                    bar.advance(task)
         self.fitted_ = True
         return self
 
