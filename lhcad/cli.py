@@ -28,12 +28,13 @@ app = typer.Typer(
 
 # (group name, module, attribute) — a stage appears here when it is implemented.
 _GROUPS: list[tuple[str, str, str]] = [
-    ("dqm", "lhcad.dqm.cli", "app"),
-    ("stats", "lhcad.stats.cli", "app"),
-    ("train", "lhcad.models.cli", "train_app"), ("score", "lhcad.models.cli", "score_app"),
     ("generate", "lhcad.generate.cli", "app"),
-    ("process", "lhcad.processors.cli", "app"),
     ("import", "lhcad.importers.cli", "app"),
+    ("process", "lhcad.processors.cli", "app"),
+    ("train", "lhcad.models.cli", "train_app"),
+    ("score", "lhcad.models.cli", "score_app"),
+    ("stats", "lhcad.stats.cli", "app"),
+    ("dqm", "lhcad.dqm.cli", "app"),
     ("l1", "lhcad.models.l1_cli", "app"),
     ("deploy", "lhcad.deploy.cli", "app"),
 ]
@@ -88,4 +89,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m lhcad.cli`: stage modules raise lhcad.cli.UsageError, not __main__.UsageError,
+    # so hand over to the imported module's entry point.
+    from lhcad.cli import main as _entry
+
+    _entry()

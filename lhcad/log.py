@@ -37,6 +37,7 @@ def setup(verbose: int = 0, quiet: bool = False) -> None:
 
 def progress(**kwargs) -> Progress:
     """A rich progress bar (disabled with ``--quiet``)."""
+    disable = _state["quiet"] or kwargs.pop("disable", False)
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -44,7 +45,7 @@ def progress(**kwargs) -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-        disable=_state["quiet"] or kwargs.pop("disable", False),
+        disable=disable,
         transient=kwargs.pop("transient", False),
         **kwargs,
     )

@@ -57,14 +57,15 @@ STAGE_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 # stage name -> "module:function"; a stage is listed once it is implemented.
 STAGE_FUNCTIONS: dict[str, str] = {
-    "process": "lhcad.processors.runner:pipeline_stage",
-    "dqm": "lhcad.dqm.stage:pipeline_stage",
-    "train": "lhcad.models.cli:pipeline_train", "score": "lhcad.models.cli:pipeline_score",
     "generate": "lhcad.generate.stage:pipeline_stage",
+    "process": "lhcad.processors.runner:pipeline_stage",
+    "train": "lhcad.models.cli:pipeline_train",
+    "score": "lhcad.models.cli:pipeline_score",
+    "stats": "lhcad.stats.stage:pipeline_stage",
+    "dqm": "lhcad.dqm.stage:pipeline_stage",
     "l1": "lhcad.models.l1_jobs:pipeline_stage",
     "deploy": "lhcad.deploy.firmware:pipeline_stage",
     "report": "lhcad.report:pipeline_stage",
-    "stats": "lhcad.stats.stage:pipeline_stage",
 }
 
 
