@@ -37,7 +37,7 @@ def setup(verbose: int = 0, quiet: bool = False) -> None:
 
 def progress(**kwargs) -> Progress:
     """A rich progress bar (disabled with ``--quiet``)."""
-    disable = _state["quiet"] or kwargs.pop("disable", False)
+    disable = kwargs.pop("disable", False) or _state["quiet"]  # pop first: `or` short-circuits
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
