@@ -67,6 +67,12 @@ def analyse_window(task: WindowTask) -> dict:
     disc = local_p_value(task.counts[in_sr], background, cov, shape)
     side = ~in_sr
     pulls = fit.pulls
+    # The background prediction on the global-scan bins: only inside this window's fit range (no
+    # extrapolation), and a fit whose prediction is not finite there cannot be used for the scan.
+    scan_bkg = np.asarray(fit.predict(task.scan_edges), dtype=float)
+    inside = (task.scan_edges[:-1] >= task.edges[0]) & (task.scan_edges[1:] <= task.edges[-1])
+    scan_bkg[~inside] = np.nan
+    usable = bool(fit.valid and np.all(np.isfinite(fit.expected)) and np.all(np.isfinite(scan_bkg[inside])))
     return {
         "sr": [float(task.sr[0]), float(task.sr[1])],
         "fit_range": [float(task.edges[0]), float(task.edges[-1])],
@@ -87,7 +93,8 @@ def analyse_window(task: WindowTask) -> dict:
             "expected_error": fit.expected_error.tolist(),
             "sr_bins": np.flatnonzero(in_sr).tolist(),
         },
-        "scan_background": fit.predict(task.scan_edges).tolist(),
+        "scan_background": scan_bkg.tolist(),
+        "usable": usable,
     }
 
 
@@ -201,7 +208,10 @@ def scan(
     scan_edges, window_bins, step_bins = scan_binning(config)
     best, glob = {}, {}
     for eps in config.efficiencies:
-        rows = [w for w in windows if w["efficiency"] == eps]
+        rows = [w for w in windows if w["efficiency"] == eps and w["usable"]]
+        if not rows:
+            log.warning("ε=%g: no window has a usable background fit (too few selected events?)", eps)
+            continue
         top = min(rows, key=lambda w: w["p_value"])
         best[str(eps)] = {k: top[k] for k in ("sr", "p_value", "significance", "signal_hat", "score_key", "npar")}
         if npe > 0:
