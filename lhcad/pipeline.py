@@ -208,3 +208,6 @@ def run_command(
         return
     summary = run(cfg, str(config), force=force)
     console.print(f"summary: {Path(cfg.workdir) / 'summary.json'} ({len(summary['stages'])} stages)")
+    report = summary["stages"].get("report", {}).get("artefacts", {}).get("report")
+    if report:
+        console.print(f"report:  {report}")
