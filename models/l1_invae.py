@@ -25,6 +25,7 @@ import numpy as np
 
 from lhcad.models.l1_base import L1Estimator, mlp
 from lhcad.models.l1_preprocess import N_FEATURES, object_types
+from lhcad.models.l1_vae import VariationalObjective
 from lhcad.store import L1_N_OBJECTS
 
 
@@ -39,7 +40,7 @@ def relation_matrices(n: int = L1_N_OBJECTS) -> tuple[np.ndarray, np.ndarray]:
     return rs, rr
 
 
-class INVAE(L1Estimator):
+class INVAE(VariationalObjective, L1Estimator):
     """Interaction-network VAE; see the module docstring for the architecture."""
 
     score_kinds = ("mu2", "loss", "kl")
@@ -99,24 +100,6 @@ class INVAE(L1Estimator):
         out = m["node"](torch.cat([x, agg], dim=2)) * mask.unsqueeze(2)
         g = out.sum(dim=1)
         return m["mu"](g), m["logvar"](g).clamp(-10, 10)
-
-    def _terms(self, m, xb, sample: bool):
-        import torch
-
-        mu, logvar = self._encode(m, xb)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
-        mse = ((m["decoder"](z) - xb) ** 2).mean(dim=1)
-        kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(dim=1)
-        return mu, mse, kl
-
-    def _loss(self, m, xb, epoch=0):
-        beta = self.beta * min(1.0, (epoch + 1) / max(1, self.warmup))
-        _, mse, kl = self._terms(m, xb, sample=m.training)
-        return (mse + beta * kl / N_FEATURES).mean()
-
-    def _scores(self, m, xb):
-        mu, mse, kl = self._terms(m, xb, sample=False)
-        return {"mu2": (mu**2).sum(dim=1), "loss": mse + self.beta * kl / N_FEATURES, "kl": kl, "latent": mu}
 
     def flops(self) -> int:
         """Dense-count FLOPs of the encoder up to μ² (MAC = 2 FLOPs, + bias and ReLU per output).

@@ -23,7 +23,33 @@ from lhcad.models.l1_base import L1Estimator, linear_layers, mlp
 from lhcad.models.l1_preprocess import N_FEATURES
 
 
-class VAE(L1Estimator):
+class VariationalObjective:
+    """MSE + β·KL training objective and the (μ², loss, KL) scores of a VAE with ``_encode(m, x)``.
+
+    Shared by the dense :class:`VAE` and the interaction-network VAE; β is warmed up over
+    ``warmup`` epochs and the KL term is normalised per input feature.
+    """
+
+    def _terms(self, m, xb, sample: bool):
+        import torch
+
+        mu, logvar = self._encode(m, xb)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+        mse = ((m["decoder"](z) - xb) ** 2).mean(dim=1)
+        kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(dim=1)
+        return mu, mse, kl
+
+    def _loss(self, m, xb, epoch=0):
+        beta = self.beta * min(1.0, (epoch + 1) / max(1, self.warmup))
+        _, mse, kl = self._terms(m, xb, sample=m.training)
+        return (mse + beta * kl / N_FEATURES).mean()
+
+    def _scores(self, m, xb):
+        mu, mse, kl = self._terms(m, xb, sample=False)
+        return {"mu2": (mu**2).sum(dim=1), "loss": mse + self.beta * kl / N_FEATURES, "kl": kl, "latent": mu}
+
+
+class VAE(VariationalObjective, L1Estimator):
     """Dense VAE; ``hidden`` = encoder widths before the latent of size ``latent_dim``."""
 
     score_kinds = ("mu2", "loss", "kl")
@@ -51,25 +77,9 @@ class VAE(L1Estimator):
             "decoder": mlp([self.latent_dim, *self.hidden[::-1], N_FEATURES]),
         })
 
-    def _terms(self, m, xb, sample: bool):
-        import torch
-
+    def _encode(self, m, xb):
         h = m["trunk"](xb)
-        mu, logvar = m["mu"](h), m["logvar"](h).clamp(-10, 10)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
-        rec = m["decoder"](z)
-        mse = ((rec - xb) ** 2).mean(dim=1)
-        kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(dim=1)
-        return mu, mse, kl
-
-    def _loss(self, m, xb, epoch=0):
-        beta = self.beta * min(1.0, (epoch + 1) / max(1, self.warmup))
-        _, mse, kl = self._terms(m, xb, sample=m.training)
-        return (mse + beta * kl / N_FEATURES).mean()
-
-    def _scores(self, m, xb):
-        mu, mse, kl = self._terms(m, xb, sample=False)
-        return {"mu2": (mu**2).sum(dim=1), "loss": mse + self.beta * kl / N_FEATURES, "kl": kl, "latent": mu}
+        return m["mu"](h), m["logvar"](h).clamp(-10, 10)
 
     def dense_layers(self):
         """The deployed network: the encoder up to μ (score Σμ² computed on its output)."""
