@@ -212,6 +212,9 @@ class TrainConfig(_Strict):
     windows: list[tuple[float, float]] = Field(
         default_factory=list, description="several SR windows (GeV); empty: just `sr`")
     sb_width: float = Field(200.0, gt=0, description="CWoLa sideband width each side of the SR")
+    score_range: Literal["all", "window"] = Field(
+        "all", description="rows every model scores: 'all' (the whole m_jj range, what the stats "
+                           "bump hunt fits) or 'window' (just the SR and its CWoLa sidebands)")
     flow_sb_width: float | None = Field(
         None, gt=0, description="background-flow sideband width; None: everything outside the SR")
     folds: int = Field(5, ge=2)

@@ -129,7 +129,11 @@ def region_masks(d: DijetData, sr, sb_width):
 
 
 def candidates(d: DijetData, sr, cfg: dict) -> np.ndarray:
-    """Rows every model of a window scores: finite features in the SR or the CWoLa sidebands."""
+    """Rows every model of a window scores: every row with finite features (``score_range: all``,
+    so the stats stage can fit the selected m_jj spectrum over its whole range) or just the SR and
+    the CWoLa sidebands (``score_range: window``)."""
+    if cfg.get("score_range", "all") == "all":
+        return d.finite.copy()
     in_sr, in_sb = region_masks(d, sr, cfg["sb_width"])
     return in_sr | in_sb
 

@@ -40,10 +40,12 @@ def test_methods_in_process_scores_and_sic(toy_store, tmp_path):
         results = jobs.score(cl, spec, cfg.methods)
     assert set(walls) == {*IN_PROCESS, "background_flow"}
     n = _store.n_rows(store, "dijet")
+    d = jobs.task_data(spec)
     for method in IN_PROCESS:
         r = results[f"{method}__3300_3700"]
         s = _store.read_scores(store, "dijet", f"{method}__3300_3700")
-        assert s.shape == (n,) and 0 < np.isfinite(s).sum() < n    # NaN outside SR ∪ SB
+        # score_range "all" (default): every finite row over the whole m_jj range is scored
+        assert s.shape == (n,) and np.isfinite(s).sum() == d.finite.sum()
         assert r["evaluated_on"] == "test" and np.isfinite(r["auc"])
     # known truth: a strong bump at S/B = 5 % — classifiers find it well above random (SIC 1)
     for method, threshold in {"supervised": 8, "cathode": 3, "anode": 2}.items():
@@ -55,8 +57,11 @@ def test_methods_in_process_scores_and_sic(toy_store, tmp_path):
     with open_cluster(ClusterConfig(type="iterative")) as cl:
         again = cl.map(jobs.fit_task, jobs._member_tasks(spec, ["cathode"]))
     assert all(r["reused"] for r in again)
+    # score_range "window": only the SR and its CWoLa sidebands
+    window = jobs.candidates(d, (3300, 3700), {**spec["cfg"], "score_range": "window"})
+    assert 0 < window.sum() < d.finite.sum()
+    assert not window[(d.m < 3100) | (d.m > 3900)].any()
     # every SR data row (the CATHODE training pool) is scored — by its held-out fold's model
-    d = jobs.task_data(spec)
     pos, _ = jobs.training_pool(d, "cathode", (3300, 3700), spec["cfg"])
     assert np.isfinite(_store.read_scores(store, "dijet", "cathode__3300_3700")[pos]).all()
 
