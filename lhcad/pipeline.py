@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,16 +155,23 @@ def run(cfg: _config.PipelineConfig, config_path: str = "<config>", force: bool 
     ctx = RunContext(cfg, config_path)
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     run_log = ctx.workdir / "run.log"
+
+    def log_line(stage: str, event: str, key: str, extra: str = "") -> None:
+        with run_log.open("a") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {stage} {event} key={key}{extra}\n")
+
     timings: dict[str, float] = {}
     for row in rows:
         stage = row["stage"]
         previous = None if force else _done(cfg, stage, row["key"])
         if previous is not None:
             console.print(f"[dim]stage {stage}: done before (key {row['key']}), skipped[/]")
+            log_line(stage, "skipped", row["key"])
             ctx.summary[stage] = previous
             timings[stage] = 0.0
             continue
         console.rule(f"stage {stage}: {row['what']}")
+        log_line(stage, "started", row["key"])
         t0 = time.perf_counter()
         result = _resolve(stage)(cfg, ctx)
         timings[stage] = time.perf_counter() - t0
@@ -173,14 +181,39 @@ def run(cfg: _config.PipelineConfig, config_path: str = "<config>", force: bool 
         tmp = marker.with_suffix(".tmp")
         tmp.write_text(json.dumps({"key": row["key"], "result": result}, indent=1, default=str))
         tmp.replace(marker)  # atomic: a killed stage leaves no marker and reruns
-        with run_log.open("a") as fh:
-            fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {stage} key={row['key']} "
-                     f"wall_s={timings[stage]:.1f}\n")
-    summary = {"config": config_path, "lhcad_version": lhcad.__version__, "stage_wall_s": timings,
+        log_line(stage, "done", row["key"], f" wall_s={timings[stage]:.1f}")
+    summary = {"config": config_path, "lhcad_version": lhcad.__version__,
+               "workdir": str(ctx.workdir.resolve()), "store": str(cfg.store), "stage_wall_s": timings,
                "stages": ctx.summary}
     out = ctx.workdir / "summary.json"
     out.write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+_WALL_CLOCK = re.compile(r"wall")
+
+
+def reproducible(summary: dict[str, Any]) -> dict[str, Any]:
+    """What two runs of one config must agree on, whatever their timing and location: every stage's
+    figures, plots and artefacts, with wall-clock figures (keys containing ``wall``) dropped and the
+    run's workdir and store written as ``<workdir>`` and ``<store>``.
+
+    A run killed part-way and resumed gives the same ``reproducible(summary)`` as a clean run.
+    """
+    workdir, store = summary.get("workdir"), summary.get("store")
+
+    def clean(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: clean(v) for k, v in obj.items() if not _WALL_CLOCK.search(str(k))}
+        if isinstance(obj, list | tuple):
+            return [clean(v) for v in obj]
+        if isinstance(obj, str):
+            if store and store in obj:
+                obj = obj.replace(store, "<store>")
+            return obj.replace(workdir, "<workdir>") if workdir else obj
+        return obj
+
+    return clean(summary["stages"])
 
 
 def run_command(

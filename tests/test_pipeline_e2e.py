@@ -1,0 +1,143 @@
+"""``lhcad run`` end to end with the real stages on ``configs/small.yaml``.
+
+The small config generates a tiny dijet sample with an injected W', processes it with coffea into
+the Zarr store, trains CWoLa (a few boosted-tree iterations, folds × members as tasks), scores, runs
+a two-window bump hunt and one limit, and renders the report. One clean in-process run is the
+reference; the other tests must reproduce its figures exactly (wall-clock figures aside):
+
+* a run killed with SIGKILL during training and rerun resumes (finished stages skipped, finished
+  per-task model artefacts reused) and ends with the clean run's summary;
+* the same config pointed at a real ``dask scheduler`` with two ``dask worker`` processes on
+  loopback (``cluster.type: dask-address``) runs its work on those workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lhcad import pipeline
+from lhcad.config import PipelineConfig, validate
+
+from test_cluster import scheduler_address  # noqa: F401  (module fixture: scheduler + 2 workers)
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = REPO / "configs" / "small.yaml"
+
+
+def small_config(workdir: Path, store: str | None = None, **cluster) -> PipelineConfig:
+    """configs/small.yaml with its results under ``workdir`` (and the store at ``store``)."""
+    data = yaml.safe_load(SMALL.read_text())
+    data["workdir"] = str(workdir)
+    data["store"] = store or str(workdir / "store.zarr")
+    data["cluster"].update(cluster)
+    return validate(data, str(SMALL))
+
+
+def write_config(cfg: PipelineConfig, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    return path
+
+
+def log_events(workdir: Path) -> list[tuple[str, str]]:
+    """(stage, event) of every line of the run log."""
+    return [tuple(line.split()[1:3]) for line in (workdir / "run.log").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory):
+    """The reference: configs/small.yaml run once, in-process, from nothing."""
+    workdir = tmp_path_factory.mktemp("clean") / "results"
+    cfg = small_config(workdir)
+    summary = pipeline.run(cfg, str(SMALL))
+    assert json.loads((workdir / "summary.json").read_text())["stages"].keys() == summary["stages"].keys()
+    return summary
+
+
+def test_small_config_runs_every_configured_stage(clean_run):
+    stages = clean_run["stages"]
+    assert list(stages) == ["generate", "process", "train", "score", "stats", "report"]
+    assert stages["generate"]["figures"]["dijet_data_signal"] == 300
+    assert stages["process"]["figures"]["dijet_events_processed"] == 10_300
+    assert 0 < stages["process"]["figures"]["dijet_rows"] < 10_300
+    # CWoLa finds the injected W' in the SR: SIC well above 1 on the data's truth labels
+    assert stages["score"]["figures"]["cwola__3300_3700"]["max_sic"] > 1.5
+    assert Path(stages["report"]["artefacts"]["report"]).is_file()
+    # the wall-clock figures are what `reproducible` leaves out
+    assert "train_wall_s" in stages["train"]["figures"]
+    assert "train_wall_s" not in pipeline.reproducible(clean_run)["train"]["figures"]
+
+
+def test_run_killed_during_training_resumes_to_the_clean_summary(clean_run, tmp_path):
+    workdir = tmp_path / "results"
+    cfg = small_config(workdir)
+    path = write_config(cfg, tmp_path / "small.yaml")
+    lhcad = str(Path(sys.executable).with_name("lhcad"))
+    with (tmp_path / "killed.log").open("w") as out:
+        # own session: SIGKILL to the whole process group, as a killed terminal or pod would
+        proc = subprocess.Popen([lhcad, "-q", "run", str(path)], stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 300
+    try:
+        # wait until the train stage has written its first per-task model, then kill
+        while not list((workdir / "train").rglob("f*_m*.pt")):
+            assert proc.poll() is None, (tmp_path / "killed.log").read_text()
+            assert time.monotonic() < deadline, "train stage did not start"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    stages_dir = workdir / ".stages"
+    assert sorted(p.stem for p in stages_dir.glob("*.json")) == ["generate", "process"]
+    assert log_events(workdir)[-1] == ("train", "started")
+    finished = {p: p.stat().st_mtime_ns for p in (workdir / "train").rglob("f*_m*.pt")}
+    assert 1 <= len(finished) < 4  # 2 folds x 2 members: killed part-way through training
+    markers = {p: p.stat().st_mtime_ns for p in stages_dir.glob("*.json")}
+
+    summary = pipeline.run(small_config(workdir), str(path))
+
+    events = log_events(workdir)
+    assert events.count(("generate", "done")) == events.count(("process", "done")) == 1
+    assert ("generate", "skipped") in events and ("process", "skipped") in events
+    assert [e for e in events if e[1] == "done"][-4:] == [
+        ("train", "done"), ("score", "done"), ("stats", "done"), ("report", "done")]
+    # finished stages and finished per-task models are reused, not recomputed
+    for marker, mtime in markers.items():
+        assert marker.stat().st_mtime_ns == mtime, marker
+    for model, mtime in finished.items():
+        assert model.stat().st_mtime_ns == mtime, model
+    assert len(list((workdir / "train").rglob("f*_m*.pt"))) == 4
+    assert pipeline.reproducible(summary) == pipeline.reproducible(clean_run)
+    on_disk = json.loads((workdir / "summary.json").read_text())
+    assert pipeline.reproducible(on_disk) == pipeline.reproducible(clean_run)
+
+
+def test_small_pipeline_on_an_external_scheduler(scheduler_address, clean_run, tmp_path):  # noqa: F811
+    from distributed import Client
+
+    with Client(scheduler_address, timeout=30) as client:
+        before = client.run(lambda dask_worker: dask_worker.state.executed_count)
+    cfg = small_config(tmp_path / "results", type="dask-address", address=scheduler_address, timeout=30)
+    summary = pipeline.run(cfg, str(SMALL))
+    assert summary["stages"]["process"]["artefacts"]["store"] == cfg.store
+
+    with Client(scheduler_address, timeout=30) as client:
+        after = client.run(lambda dask_worker: dask_worker.state.executed_count)
+        prefixes = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
+    # the work ran on the two external workers: both executed tasks of this run
+    assert len(after) == 2
+    assert all(after[w] > before.get(w, 0) for w in after), (before, after)
+    # coffea chunks, training and scoring tasks all went through that scheduler
+    assert {"fit_task", "score_task"} <= set(prefixes), prefixes
+    assert any("process" in p or "work" in p for p in prefixes), prefixes
+    # and the figures are those of the in-process run
+    assert pipeline.reproducible(summary) == pipeline.reproducible(clean_run)
