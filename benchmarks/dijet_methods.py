@@ -17,10 +17,17 @@ both jets), ``vaeqr`` (per-jet VAE on |Δη| > 1.4, QR on |Δη| < 1.3), ``tagnt
 ``supervised`` (reference, not in the combination) and QUAK with other cut slopes
 (``quak_w0``: background loss only, ``quak_w0.5``; diagnostics, not in the combination).
 
-Complementarity: Pearson / Spearman / top-1 % overlap matrices on the background-only test events and on test events with signal injected at the
-same S/B; combinations (rank mean, rank max, Fisher) of the five CMS methods (cwola, tagntrain,
-cathode_b, quak, vaeqr), percentiles from the unlabelled signal-injected sample, evaluated with the
-same SIC machinery (max SIC with ≥ 20 background events left).
+Methods that train on data SR / SB events (cwola, the CATHODE classifiers, tagntrain) are 2-fold:
+each data event is scored by the model that did not see it, test events by the mean of both models.
+
+Complementarity: Pearson / Spearman / top-1 % overlap matrices on the background-only test events
+and on test events with signal injected at the same S/B. Combinations of the five CMS methods
+(cwola, tagntrain, cathode_b, quak, vaeqr): the data-driven ``stack`` (the combination the goal
+refers to; :class:`lhcad.models.complementarity.StackedCombination`, monotone boosted trees trained
+CWoLa-style on the out-of-fold percentile scores of data SR vs data SB, no labels) and
+``stack_free`` (the same without the monotonicity constraint), and for comparison the fixed rank
+mean, rank max and Fisher combinations (percentiles from the unlabelled signal-injected test
+sample). All are evaluated with the same SIC machinery (max SIC with ≥ 20 background events left).
 
 Run: ``python benchmarks/dijet_methods.py --json out.json [--quick] [--plots DIR]``.
 """
@@ -42,7 +49,8 @@ SIGNALS = ("wprime_xy", "qstar_qwp", "wprime_bprime_t", "wkk_rw", "y_hh_4t")
 PRIOR_EXTRA = ("x_yyprime", "zprime_tprime")      # registered signals used only in QUAK's prior
 CMS_SET = ("cwola", "tagntrain", "cathode_b", "quak", "vaeqr")
 METHODS = ("cwola", "cathode", "cathode_b", "vaeqr", "tagntrain", "quak")
-QUAK_DIAGNOSTIC_WEIGHTS = (0.0, 0.5)    # QUAK with other selection slopes, reported, never combined
+QUAK_DIAGNOSTIC_WEIGHTS = (0.0, 0.5)
+FOLDS = 2                               # k-fold of the methods that train on data SR / SB events    # QUAK with other selection slopes, reported, never combined
 
 SIZES = {
     "full": {"n_qcd": 150_000, "n_test_bkg": 60_000, "n_test_sig": 3_000, "n_mc_bkg": 15_000,
@@ -177,27 +185,58 @@ class Bench:
             wall[name] = time.perf_counter() - t0
             print(f"  {sig:16s} {name:10s} {wall[name]:6.1f} s", flush=True)
 
-        X4, X6 = V["lhco"].X, V["lhco_b"].X
-        timed("cwola", lambda: CWoLa("hgb", _hgb(sz, seed)).fit(X4[sr], X4[sb_cw]).score_samples(X4[test]))
+        X4, X6, XJ = V["lhco"].X, V["lhco_b"].X, V["jets"].X
+        # Methods that train on data SR (and SB) events are 2-fold: the model of fold j never sees
+        # fold-j rows and scores them; the test rows get the mean of both models (the single-method
+        # figures). The stacked combination is trained on these out-of-fold data scores.
+        fid = np.random.default_rng(seed + 31).integers(0, FOLDS, len(m))
+        stack_rows = sr | sb_cw
+        self.oof = {"rows": stack_rows, "sr": sr, "fold": fid, "scores": {}, "test_per_fold": {}}
+
+        def folded(name, fit_fn, X):
+            def run():
+                oof, per_test = np.full(len(m), np.nan), []
+                for j in range(FOLDS):
+                    est = fit_fn(fid != j)
+                    held = stack_rows & (fid == j)
+                    oof[held] = est.score_samples(X[held])
+                    per_test.append(np.asarray(est.score_samples(X[test]), dtype=np.float64))
+                self.oof["scores"][name] = oof
+                self.oof["test_per_fold"][name] = per_test
+                return np.mean(per_test, axis=0)
+            timed(name, run)
+
+        folded("cwola", lambda tr: CWoLa("hgb", _hgb(sz, seed)).fit(X4[sr & tr], X4[sb_cw & tr]), X4)
 
         sb_rows = np.flatnonzero(sb_flow)
         if len(sb_rows) > sz["flow_max_events"]:
             sb_rows = np.sort(np.random.default_rng(seed).choice(sb_rows, sz["flow_max_events"], replace=False))
 
-        def cathode(X, bounds):
+        def cathode(name, X, bounds):
+            # one sideband flow for both folds (it never sees SR events); the SR classifier is folded
+            t0 = time.perf_counter()
             flow = ConditionalFlow(**_flow_params(sz, seed)).fit(X[sb_rows], m[sb_rows], bounds=bounds)
-            est = CATHODE("hgb", _hgb(sz, seed), oversample=4, random_state=seed)
-            return est.fit(X[sr], m[sr], background_flow=flow).score_samples(X[test])
+            wall_flow = time.perf_counter() - t0
 
-        timed("cathode", lambda: cathode(X4, V["lhco"].bounds()))
-        timed("cathode_b", lambda: cathode(X6, V["lhco_b"].bounds()))
-        XJ = V["jets"].X
+            def fit(tr):
+                est = CATHODE("hgb", _hgb(sz, seed), oversample=4, random_state=seed)
+                return est.fit(X[sr & tr], m[sr & tr], background_flow=flow)
+            folded(name, fit, X)
+            wall[name] += wall_flow
+
+        cathode("cathode", X4, V["lhco"].bounds())
+        cathode("cathode_b", X6, V["lhco_b"].bounds())
         vae = {"epochs": sz["vae_epochs"], "device": "cpu", "batch_size": 512}
-        timed("vaeqr", lambda: VAEQR(vae_params=vae, random_state=seed)
-              .fit(XJ[data], m[data], sideband=sideband_rows(self.deta[data]), qr_rows=self.ana[data])
-              .score_samples(XJ[test], m[test]))
-        timed("tagntrain", lambda: TagNTrain(ae_params=vae, classifier_params=_hgb(sz, seed), random_state=seed)
-              .fit(XJ[sr]).score_samples(XJ[test]))
+        # VAE-QR trains its VAE on the |Δη| > 1.4 sideband (disjoint from the SR/SB rows below) and
+        # fits only a 1-D loss quantile vs m_jj on the analysis rows: not folded.
+        vaeqr = VAEQR(vae_params=vae, random_state=seed)
+        timed("vaeqr", lambda: vaeqr.fit(XJ[data], m[data], sideband=sideband_rows(self.deta[data]),
+                                         qr_rows=self.ana[data]).score_samples(XJ[test], m[test]))
+        rows = np.flatnonzero(stack_rows)
+        self.oof["scores"]["vaeqr"] = np.full(len(m), np.nan)
+        self.oof["scores"]["vaeqr"][rows] = vaeqr.score_samples(XJ[rows], m[rows])
+        folded("tagntrain", lambda tr: TagNTrain(ae_params=vae, classifier_params=_hgb(sz, seed),
+                                                 random_state=seed).fit(XJ[sr & tr]), XJ)
         XQ = V["quak"].X
         bounds_q = V["quak"].bounds()
         if self._quak_bkg is None:
@@ -211,6 +250,8 @@ class Bench:
         quak = QUAK(_flow_params(sz, seed + 5), signal_weight=1.0, random_state=seed)
         timed("quak", lambda: quak.fit(None, None, Xs, ms, bounds=bounds_q, background_flow=self._quak_bkg)
               .score_samples(XQ[test], m[test]))
+        self.oof["scores"]["quak"] = np.full(len(m), np.nan)       # trained on simulation only
+        self.oof["scores"]["quak"][rows] = quak.score_samples(XQ[rows], m[rows])
         wall["quak"] += self._quak_bkg_wall / len(signals)   # the shared background flow, amortised
         # diagnostics (not in the method set): other slopes of the cut line in QUAK space
         L = quak.losses(XQ[test], m[test])
@@ -219,22 +260,58 @@ class Bench:
         mcb, mcs = self.rows("mc_bkg"), self.rows(f"mc_{sig}")
         timed("supervised", lambda: Supervised("hgb", _hgb(sz, seed)).fit(X6[mcs], X6[mcb]).score_samples(X6[test]))
         labels = self.views["lhco"].truth[test] > 0
+        t0 = time.perf_counter()
+        scores.update(self.stacked(scores))
+        wall["stack"] = time.perf_counter() - t0
         return {"scores": scores, "labels": labels}, wall
+
+    def stacked(self, scores: dict) -> dict:
+        """The data-driven combinations of the CMS set: :class:`StackedCombination` trained on the
+        out-of-fold scores of data SR vs data SB (no labels), applied to the test rows.
+
+        Each fold model's scores become percentiles within the data rows it scored, so the two fold
+        models of a method share one scale; the test rows are combined once per fold (fold-j models
+        of every method) and the two outputs averaged."""
+        from lhcad.models.complementarity import StackedCombination, normalise
+
+        o = self.oof
+        rows, fid = o["rows"], o["fold"]
+        P = np.full((len(fid), len(CMS_SET)), np.nan)
+        P_test = []
+        for j in range(FOLDS):
+            cols = []
+            for c, k in enumerate(CMS_SET):
+                s = o["scores"][k]
+                ref = s[rows & (fid == j)] if k in o["test_per_fold"] else s[rows]
+                held = rows & (fid == j)
+                P[held, c] = normalise(s[held], ref)
+                cols.append(normalise(o["test_per_fold"][k][j] if k in o["test_per_fold"] else scores[k], ref))
+            P_test.append(np.column_stack(cols))
+        sr = o["sr"] & rows
+        self.stack_inputs = {"P_sr": P[sr], "P_sb": P[rows & ~sr], **{f"P_test{j}": p for j, p in enumerate(P_test)}}
+        out = {}
+        for name, mono in (("stack", True), ("stack_free", False)):
+            st = StackedCombination(monotone=mono, random_state=self.seed).fit(P[sr], P[rows & ~sr])
+            out[name] = np.mean([st.score_samples(Pt) for Pt in P_test], axis=0)
+        return out
 
 
 # ------------------------------------------------------------------------------------------ report
 def evaluate(results: dict, s_over_b: float, seed: int, plots: Path | None) -> dict:
-    from lhcad.models.complementarity import COMBINATIONS, combine, correlation_matrices, plot_matrix
+    from lhcad.models.complementarity import COMBINATIONS, STACKED, combine, correlation_matrices, plot_matrix
     from lhcad.models.metrics import plot_sic, sic_summary
 
     extra = ("supervised", *(f"quak_w{w:g}" for w in QUAK_DIAGNOSTIC_WEIGHTS))
+    combos = (*STACKED, *COMBINATIONS)
     out = {"max_sic": {k: {} for k in (*METHODS, *extra)}, "auc": {k: {} for k in (*METHODS, *extra)},
-           "combination_sic": {c: {} for c in COMBINATIONS}, "combination_auc": {c: {} for c in COMBINATIONS},
+           "combination_sic": {c: {} for c in combos}, "combination_auc": {c: {} for c in combos},
            "correlations": {}, "plots": []}
     rng = np.random.default_rng(seed)
     for sig, r in results.items():
         y, S = r["labels"], r["scores"]
         for k, s in S.items():
+            if k in STACKED:
+                continue
             summ = sic_summary(y, s)
             out["max_sic"][k][sig] = summ["max_sic"]
             out["auc"][k][sig] = summ["auc"]
@@ -248,8 +325,8 @@ def evaluate(results: dict, s_over_b: float, seed: int, plots: Path | None) -> d
         cms = {k: S[k] for k in CMS_SET}
         ref = {k: s[inj] for k, s in cms.items()}
         curves = {k: (y, S[k]) for k in CMS_SET}
-        for c in COMBINATIONS:
-            comb = combine(cms, c, reference=ref)
+        for c in combos:
+            comb = S[c] if c in STACKED else combine(cms, c, reference=ref)
             summ = sic_summary(y, comb)
             out["combination_sic"][c][sig] = summ["max_sic"]
             out["combination_auc"][c][sig] = summ["auc"]
@@ -266,14 +343,16 @@ def evaluate(results: dict, s_over_b: float, seed: int, plots: Path | None) -> d
     sigs = list(results)
     best = {s: max(CMS_SET, key=lambda k: out["max_sic"][k][s]) for s in sigs}
     best_all = {s: max(METHODS, key=lambda k: out["max_sic"][k][s]) for s in sigs}
-    ratio = {c: {s: out["combination_sic"][c][s] / out["max_sic"][best[s]][s] for s in sigs} for c in COMBINATIONS}
+    ratio = {c: {s: out["combination_sic"][c][s] / out["max_sic"][best[s]][s] for s in sigs} for c in combos}
     out["goals"] = {
         "beats_random": {k: max(out["max_sic"][k].values()) > 2 for k in METHODS},
         "best_cms_method": best,
         "best_method": best_all,
         "no_single_best": len(set(best.values())) > 1,
         "combination_over_best": ratio,
-        "combination_within_10pct": {c: all(v >= 0.9 for v in ratio[c].values()) for c in COMBINATIONS},
+        "combination_within_10pct": {c: all(v >= 0.9 for v in ratio[c].values()) for c in combos},
+        "combination": "stack",
+        "stack_within_10pct": all(v >= 0.9 for v in ratio["stack"].values()),
     }
     return out
 
@@ -289,6 +368,7 @@ def main(argv=None) -> int:
     ap.add_argument("--plots", type=Path, help="write SIC curves and correlation matrices here")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dump", type=Path, help="also save the stacking inputs + test scores/labels (.npz) here")
     args = ap.parse_args(argv)
 
     from lhcad.generate.common import GenerateError
@@ -314,11 +394,17 @@ def main(argv=None) -> int:
         print(f"generated + processed in {gen_wall:.1f} s: {info['n_sr_background']} SR background events, "
               f"S/B = {args.s_over_b}", flush=True)
         bench = Bench(store, sizes, seed=args.seed)
-        results, wall = {}, {}
+        results, wall, dump = {}, {}, {}
         for sig in signals:
             results[sig], w = bench.run_signal(sig, signals)
+            if args.dump:
+                dump.update({f"{sig}/{k}": v for k, v in bench.stack_inputs.items()})
+                dump.update({f"{sig}/score_{k}": v for k, v in results[sig]["scores"].items()})
+                dump[f"{sig}/labels"] = results[sig]["labels"]
             for k, v in w.items():
                 wall.setdefault(k, {})[sig] = v
+    if args.dump:
+        np.savez_compressed(args.dump, **dump)
     out = evaluate(results, args.s_over_b, args.seed, args.plots)
     out.update({"signals": list(signals), "mass": MASS, "sr": list(SR), "s_over_b": args.s_over_b,
                 "quick": args.quick, "sizes": sizes, "data": info, "wall_s": wall, "generate_wall_s": gen_wall,
