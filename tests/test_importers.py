@@ -88,8 +88,13 @@ def test_lhco_table_import_matches_recomputed_features(tmp_path):
     assert got["dataset"].dtype == np.int32 and got["truth_label"].dtype == np.int32
     assert summary["rows"] == summary["n_rows"] == 500
     exp = expected_dijet(frame)
+    # differences of two stored float32 columns are taken in float32 (as the processor takes them):
+    # their error scales with the operands
+    eps32 = float(np.finfo(np.float32).eps)
+    atol = {"delta_m": 2 * eps32 * exp["mj2"].max(),
+            "delta_eta": 2 * eps32 * np.abs(np.r_[exp["j1_eta"], exp["j2_eta"]]).max()}
     for name, values in exp.items():
-        np.testing.assert_allclose(got[name], values, rtol=2e-6, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(got[name], values, rtol=2e-6, atol=atol.get(name, 1e-5), err_msg=name)
     # ordering: j1 is the lighter jet, and the importer did swap where the file's jet 1 was heavier
     assert np.all(got["mj1"] <= got["mj2"])
     assert (frame["mj1"] > frame["mj2"]).sum() > 100
@@ -159,6 +164,54 @@ def test_lhco_label_ignored_when_not_truth(tmp_path):
     lhco_frame(40).to_hdf(src, key="df", mode="w", format="table")
     import_lhco([src], str(tmp_path / "s.zarr"), label_as_truth=False)
     assert np.all(store.read_columns(str(tmp_path / "s.zarr"), "dijet", ["truth_label"])["truth_label"] == -1)
+
+
+def test_lhco_preselection_keeps_exactly_the_events_passing_the_processor_cuts(tmp_path, capsys):
+    from lhcad.cli import main
+
+    frame = lhco_frame(600, seed=7)
+    rng = np.random.default_rng(8)
+    for i in (1, 2):  # soft and forward jets so that every cut removes events
+        scale = rng.uniform(0.15, 1.0, len(frame))
+        for c in ("px", "py"):
+            frame[f"{c}j{i}"] *= scale
+        frame[f"pzj{i}"] *= rng.uniform(0.2, 3.0, len(frame))
+    src = tmp_path / "events_anomalydetection_v2.features.h5"
+    frame.to_hdf(src, key="df", mode="w", format="table")
+    # independent recomputation of the processor's cuts on the two jets
+    exp = expected_dijet(frame)
+    two = (exp["j1_pt"] > 300) & (exp["j2_pt"] > 300) & (np.abs(exp["j1_eta"]) < 2.5) & (np.abs(exp["j2_eta"]) < 2.5)
+    deta = two & (exp["delta_eta"] < 1.3)
+    keep = deta & (exp["mjj"] > 1200)
+    assert 0 < keep.sum() < deta.sum() < two.sum() < len(frame)  # each cut bites
+
+    out = str(tmp_path / "s.zarr")
+    summary = import_lhco([src], out, cuts={}, chunk_rows=250)  # {}: the processor's default cuts
+    got = store.read_columns(out, "dijet")
+    np.testing.assert_array_equal(got["event"], np.flatnonzero(keep))  # event = row index in the file
+    np.testing.assert_allclose(got["mjj"], exp["mjj"][keep], rtol=2e-6)
+    np.testing.assert_allclose(got["tau21_j2"], exp["tau21_j2"][keep], rtol=2e-6, atol=1e-6)
+    flow = {"all": 600, "two_jets": int(two.sum()), "delta_eta": int(deta.sum()), "mjj": int(keep.sum())}
+    assert summary["cutflow"] == flow and summary["rows"] == summary["n_rows"] == keep.sum()
+    assert summary["files"][0]["rows"] == 600 and summary["files"][0]["stored"] == keep.sum()
+    assert zarr.open_group(out, mode="r")["dijet"].attrs["cutflow"] == {"data": flow}
+    rec = zarr.open_group(out, mode="r").attrs["provenance"]["imports"][0]
+    assert rec["cuts"]["mjj_min"] == 1200 and rec["cutflow"] == flow
+
+    # CLI: thresholds override the defaults; a threshold without --preselect is a usage error
+    with pytest.raises(SystemExit) as exc:
+        main(["-q", "import", "lhco", str(src), "--out", str(tmp_path / "c.zarr"), "--preselect",
+              "--mjj-min", "2500", "--delta-eta-max", "2.0"])
+    assert exc.value.code == 0
+    strict = two & (exp["delta_eta"] < 2.0) & (exp["mjj"] > 2500)
+    assert f"600 rows ({int(strict.sum())} pass the cuts)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["-q", "import", "lhco", str(src), "--out", str(tmp_path / "d.zarr"), "--mjj-min", "2500"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--mjj-min needs --preselect" in err[0]
+    with pytest.raises(ImporterError, match=r"dijet cuts .*pt_min"):
+        import_lhco([src], str(tmp_path / "e.zarr"), cuts={"pt_min": -5})
 
 
 def test_lhco_errors_name_file_and_columns(tmp_path):

@@ -57,20 +57,30 @@ def _atomic(out: OutputDir, final: Path, writer) -> Path:
     return final
 
 
+def _nanoaod_value(values: np.ndarray) -> np.ndarray:
+    """The value the NanoAOD branch holds (float32), as float64."""
+    return np.asarray(values).astype(np.float32).astype(np.float64)
+
+
 def lhco_columns(block) -> dict[str, np.ndarray]:
-    """LHCO feature columns of a dijet block (two leading AK8 jets, j1 = higher pT)."""
+    """LHCO feature columns of a dijet block (two leading AK8 jets, j1 = higher pT).
+
+    Computed from the float32 values the NanoAOD files of the same events hold (p = pT (cos φ,
+    sin φ, sinh η) in float64, as the dijet processor builds its four-vectors), so both import
+    paths start from the same numbers.
+    """
     fj = block.fatjet
     cols: dict[str, np.ndarray] = {}
     for i in (0, 1):
         j = f"j{i + 1}"
-        pt, eta, phi = fj["pt"][:, i], fj["eta"][:, i], fj["phi"][:, i]
+        pt, eta, phi = (_nanoaod_value(fj[v][:, i]) for v in ("pt", "eta", "phi"))
         cols[f"px{j}"] = pt * np.cos(phi)
         cols[f"py{j}"] = pt * np.sin(phi)
         cols[f"pz{j}"] = pt * np.sinh(eta)
-        cols[f"m{j}"] = fj["mass"][:, i]
+        cols[f"m{j}"] = _nanoaod_value(fj["mass"][:, i])
         for t in (1, 2, 3):
-            cols[f"tau{t}{j}"] = fj[f"tau{t}"][:, i]
-    cols = {k: cols[k].astype(np.float64) for k in LHCO_COLUMNS}
+            cols[f"tau{t}{j}"] = _nanoaod_value(fj[f"tau{t}"][:, i])
+    cols = {k: cols[k] for k in LHCO_COLUMNS}
     cols["label"] = (block.event["truth_label"] > 0).astype(np.float64)
     return cols
 

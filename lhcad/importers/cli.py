@@ -26,7 +26,8 @@ def _report(summary: dict, out: Path, json_path: Path | None) -> None:
         f"{len(summary['files'])} file(s) → {out} ({summary['n_rows']} rows in {summary['table']}/)"
     )
     for f in summary["files"]:
-        typer.echo(f"  {f['path']}  {f['rows']} rows  sha256 {f['sha256'][:16]}…")
+        kept = f" ({f['stored']} pass the cuts)" if "stored" in f else ""
+        typer.echo(f"  {f['path']}  {f['rows']} rows{kept}  sha256 {f['sha256'][:16]}…")
     if json_path is not None:
         json_path.write_text(json.dumps(summary, indent=1))
 
@@ -44,6 +45,11 @@ def lhco_command(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name in dijet/ (data, extra_bkg, test, ...).")] = "data",
     label_as: Annotated[LabelAs, typer.Option("--label-as", help="Use the file's 'label' column as truth_label ('truth') or ignore it ('none': truth_label = -1).")] = LabelAs.truth,
     key: Annotated[str | None, typer.Option("--key", help="pandas key when a file holds several tables.")] = None,
+    preselect: Annotated[bool, typer.Option("--preselect", help="Keep only events passing the dijet processor's cuts (defaults of `lhcad process dijet`; the jet-ID cut cannot be applied).")] = False,
+    pt_min: Annotated[float | None, typer.Option(help="With --preselect: AK8 jet pT threshold, GeV (default 300).")] = None,
+    eta_max: Annotated[float | None, typer.Option(help="With --preselect: |eta| limit (default 2.5).")] = None,
+    delta_eta_max: Annotated[float | None, typer.Option(help="With --preselect: |Δη| limit (default 1.3).")] = None,
+    mjj_min: Annotated[float | None, typer.Option(help="With --preselect: m_jj threshold, GeV (default 1200).")] = None,
     chunk_rows: ChunkRows = 262_144,
     json_out: JsonOut = None,
 ) -> None:
@@ -55,8 +61,15 @@ def lhco_command(
     """
     from lhcad.importers import import_lhco
 
+    given = {k: v for k, v in {"pt_min": pt_min, "eta_max": eta_max, "delta_eta_max": delta_eta_max,
+                               "mjj_min": mjj_min}.items() if v is not None}
+    if given and not preselect:
+        from lhcad.cli import UsageError
+
+        raise UsageError(f"--{next(iter(given)).replace('_', '-')} needs --preselect")
+    cuts = given if preselect else None
     summary = import_lhco(files, str(out), dataset=dataset, label_as_truth=label_as is LabelAs.truth,
-                          chunk_rows=chunk_rows, key=key)
+                          chunk_rows=chunk_rows, key=key, cuts=cuts)
     _report(summary, out, json_out)
 
 

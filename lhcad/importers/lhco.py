@@ -25,9 +25,9 @@ Every column of :data:`lhcad.store.DIJET_COLUMNS`, computed as the processors co
 
 * jets are ordered by mass, ``j1`` the lighter (the LHCO convention; where the file's jet 1 is the
   heavier, the two jets are swapped); ``mj1``, ``mj2`` = ``j1_mass``, ``j2_mass``,
-  ``delta_m = mj2 - mj1``;
+  ``delta_m = mj2 - mj1`` (float32, like ``delta_eta``);
 * ``j{1,2}_pt = hypot(px, py)``, ``j{1,2}_eta = asinh(pz / pt)``, ``j{1,2}_phi = atan2(py, px)``,
-  ``delta_eta = |eta1 - eta2|``;
+  ``delta_eta = |eta1 - eta2|`` (of the stored float32 values, as the processor takes it);
 * ``mjj`` from the four-vectors, ``E = sqrt(px² + py² + pz² + m²)``,
   ``mjj² = (E1 + E2)² - |p1 + p2|²``;
 * ``tau21 = tau2 / tau1`` and ``tau32 = tau3 / tau2`` (``tau21_j1``, ``tau21_j2`` too); where the
@@ -41,6 +41,19 @@ Every column of :data:`lhcad.store.DIJET_COLUMNS`, computed as the processors co
 * ``truth_label`` = the file's ``label`` (0 background, 1 signal) with ``label_as_truth``, else -1
   (also -1 when the file has no ``label``).
 
+Preselection
+------------
+By default every row is imported (the R&D files are already the trigger-level selection the
+published LHCO results use). With ``cuts`` (a :class:`lhcad.config.DijetCutsConfig`, e.g. the
+defaults of ``lhcad process dijet``: pT > 300 GeV and |η| < 2.5 for both jets, |Δη| < 1.3,
+m_jj > 1200 GeV) only the rows passing the processor's cuts are stored, each cut applied to the
+stored float32 value as the processor applies it. Two differences remain, both because the files
+hold only the two leading jets: the jet-ID requirement cannot be applied (there is no jet ID; it
+is logged), and where one of the two leading jets fails pT/η the processor may pair the other one
+with a third jet, while the importer drops the event. ``event`` stays the row index in the file, and
+the cut flow (``all``, ``two_jets``, ``delta_eta``, ``mjj``, as the processor counts it) is added to
+``dijet.attrs["cutflow"][dataset]`` and to the import record.
+
 Provenance (file, key, sha256, rows) goes to ``provenance["imports"]`` of the store root.
 
 >>> import_lhco(["events_anomalydetection_v2.features.h5"], "lhco.zarr")  # doctest: +SKIP
@@ -51,7 +64,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +72,7 @@ import pandas as pd
 import zarr
 
 from lhcad import store as _store
+from lhcad.config import DijetCutsConfig
 from lhcad.importers import _common
 from lhcad.importers._common import ImporterError
 from lhcad.log import progress
@@ -182,7 +196,42 @@ def _chunk_columns(
             out[name] = np.full(n, np.nan, dtype=_FLOAT)
         else:
             out[name] = np.asarray(values).astype(_INT_DTYPES.get(name, _FLOAT))
+    # differences of stored columns are taken in float32, as the processor takes them, so the two
+    # paths give the same bits (a float64 difference rounded once can differ by one float32 unit)
+    out["delta_eta"] = np.abs(out["j1_eta"] - out["j2_eta"])
+    out["delta_m"] = out["mj2"] - out["mj1"]
     return out
+
+
+CUTFLOW = ("all", "two_jets", "delta_eta", "mjj")  # the processor's cut-flow steps
+
+
+def as_cuts(cuts: DijetCutsConfig | Mapping | None) -> DijetCutsConfig | None:
+    """``cuts`` as a :class:`DijetCutsConfig` (a mapping is validated; a bad key or value raises
+    :class:`ImporterError`)."""
+    if cuts is None or isinstance(cuts, DijetCutsConfig):
+        return cuts
+    try:
+        return DijetCutsConfig(**dict(cuts))
+    except (TypeError, ValueError) as exc:
+        first = str(exc).splitlines()
+        raise ImporterError(f"dijet cuts {dict(cuts)}: {' '.join(first[1:3]) if len(first) > 2 else exc}") from None
+
+
+def preselection(cols: Mapping[str, np.ndarray], cuts: DijetCutsConfig) -> tuple[np.ndarray, dict[str, int]]:
+    """(mask of the rows passing ``cuts``, cut flow) for one chunk of stored (float32) columns.
+
+    The processor's cuts on the two leading jets (see the module docstring): both jets pT > pt_min
+    and |η| < eta_max (``two_jets``), then |Δη| < delta_eta_max (``delta_eta``), then
+    m_jj > mjj_min (``mjj``).
+    """
+    two = np.ones(len(cols["mjj"]), bool)
+    for i in (1, 2):
+        two &= (cols[f"j{i}_pt"] > cuts.pt_min) & (np.abs(cols[f"j{i}_eta"]) < cuts.eta_max)
+    deta = two & (cols["delta_eta"] < cuts.delta_eta_max)
+    keep = deta & (cols["mjj"] > cuts.mjj_min)
+    return keep, {"all": len(keep), "two_jets": int(two.sum()), "delta_eta": int(deta.sum()),
+                  "mjj": int(keep.sum())}
 
 
 def nan_columns() -> list[str]:
@@ -199,6 +248,7 @@ def import_lhco(
     label_as_truth: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     key: str | None = None,
+    cuts: DijetCutsConfig | Mapping | None = None,
 ) -> dict:
     """Append LHCO R&D feature files to ``dijet/`` of ``store`` as dataset ``dataset``.
 
@@ -210,13 +260,17 @@ def import_lhco(
     label_as_truth : store the file's ``label`` column as ``truth_label`` (else -1).
     chunk_rows : rows read and written per step (peak memory ≈ chunk_rows × 0.3 kB).
     key : the pandas key when a file holds several tables (default: the only one, or ``/df``).
+    cuts : apply the processor's dijet preselection (:class:`lhcad.config.DijetCutsConfig` or a
+        mapping of its fields; ``None``: import every row). See "Preselection" above.
 
     Returns a summary ``{"table", "dataset", "rows", "n_rows", "files": [{"path", "key", "sha256",
-    "rows", "format", "labelled"}], "nan_columns"}``. Raises :class:`ImporterError` (one line naming
+    "rows", "format", "labelled"[, "stored", "cutflow"]}], "nan_columns"[, "cuts", "cutflow"]}``;
+    ``rows`` counts the rows stored (after ``cuts``). Raises :class:`ImporterError` (one line naming
     the file and key) for a file that is not HDF5, has no table, or lacks LHCO columns; on any error
     the table is cut back to its previous rows.
     """
     files = _common.as_paths(paths)
+    cuts = as_cuts(cuts)
     if chunk_rows < 1:
         raise ImporterError(f"chunk_rows must be ≥ 1, got {chunk_rows}")
     # Check every file before writing anything.
@@ -235,7 +289,11 @@ def import_lhco(
 
     nan_cols = nan_columns()
     log.info("dijet columns not in LHCO files, stored as NaN: %s", ", ".join(nan_cols))
+    if cuts is not None and cuts.jet_id:
+        log.info("LHCO files carry no jet ID: the jet_id=%d requirement of the cuts is not applied", cuts.jet_id)
     total = sum(i["rows"] for i in infos)
+    stored = 0
+    flow_all = dict.fromkeys(CUTFLOW, 0)
     summary_files = []
     dtypes = _common.stored_dtypes(root, "dijet")
     with _common.Rollback(root, "dijet"), progress() as bar:
@@ -249,6 +307,8 @@ def import_lhco(
             extra = [c for c in info["columns"] if c not in LHCO_COLUMNS and c != LABEL]
             if extra:
                 log.info("%s: columns not used by lhcad: %s", path, ", ".join(extra))
+            flow = dict.fromkeys(CUTFLOW, 0)
+            kept = 0
             with pd.HDFStore(path, mode="r") as hdf:
                 fmt = "table" if hdf.get_storer(k).is_table else "fixed"
                 for start in range(0, info["rows"], chunk_rows):
@@ -270,15 +330,39 @@ def import_lhco(
                         truth = label.astype(np.int64)
                     cols = _chunk_columns(lhco_features(frame), start, n, code, truth)
                     del frame
-                    _store.append_columns(root, "dijet", _common.conform_columns(cols, dtypes))
+                    if cuts is not None:
+                        keep, step = preselection(cols, cuts)
+                        cols = {name: v[keep] for name, v in cols.items()}
+                        for cut in CUTFLOW:
+                            flow[cut] += step[cut]
+                    if len(cols["mjj"]):
+                        _store.append_columns(root, "dijet", _common.conform_columns(cols, dtypes))
+                    kept += len(cols["mjj"])
                     bar.advance(task, n)
-            summary_files.append({"path": str(path.resolve()), "key": k, "sha256": info["sha256"],
-                                  "rows": info["rows"], "format": fmt, "labelled": bool(labelled)})
-            log.info("%s: %d rows → dijet/ dataset %r", path, info["rows"], dataset)
+            entry = {"path": str(path.resolve()), "key": k, "sha256": info["sha256"],
+                     "rows": info["rows"], "format": fmt, "labelled": bool(labelled)}
+            if cuts is not None:
+                entry.update(stored=kept, cutflow=flow)
+                for cut in CUTFLOW:
+                    flow_all[cut] += flow[cut]
+            summary_files.append(entry)
+            stored += kept
+            log.info("%s: %d of %d rows → dijet/ dataset %r", path, kept, info["rows"], dataset)
         record = {"format": "lhco", "table": "dijet", "dataset": dataset,
                   "label_as_truth": bool(label_as_truth), "files": summary_files,
                   "synthesised": {"run": 0, "luminosityBlock": 0, "event": "row index in the file"},
                   "nan_columns": nan_cols}
+        if cuts is not None:
+            record.update(cuts=cuts.model_dump(), cutflow=flow_all)
+            grp = root["dijet"] if "dijet" in root else None
+            if grp is not None:
+                cutflow = dict(grp.attrs.get("cutflow", {}))
+                prev = cutflow.get(dataset, {})
+                cutflow[dataset] = {cut: int(prev.get(cut, 0)) + flow_all[cut] for cut in CUTFLOW}
+                grp.attrs["cutflow"] = cutflow
         _common.record_import(root, record)
-    return {"table": "dijet", "dataset": dataset, "rows": total,
-            "n_rows": _store.n_rows(root, "dijet"), "files": summary_files, "nan_columns": nan_cols}
+    out = {"table": "dijet", "dataset": dataset, "rows": stored,
+           "n_rows": _store.n_rows(root, "dijet"), "files": summary_files, "nan_columns": nan_cols}
+    if cuts is not None:
+        out.update(cuts=cuts.model_dump(), cutflow=flow_all)
+    return out
