@@ -203,7 +203,8 @@ class ProcessConfig(_Strict):
 class TrainConfig(_Strict):
     """Weakly supervised resonant AD (lhcad.models): methods, features, windows, ensembles, flows."""
 
-    methods: list[Literal["supervised", "iad", "cwola", "anode", "cathode", "ranode"]] = Field(
+    methods: list[Literal["supervised", "iad", "cwola", "anode", "cathode", "ranode",
+                          "cathode_b", "vaeqr", "tagntrain", "quak"]] = Field(
         default_factory=lambda: ["supervised", "iad", "cwola", "cathode"])
     features: list[str] = Field(default_factory=lambda: ["mj1", "delta_m", "tau21_j1", "tau21_j2"],
                                 min_length=1)
@@ -233,6 +234,15 @@ class TrainConfig(_Strict):
     oversample: int = Field(4, ge=1, description="CATHODE template events per SR data event")
     ranode_epochs: int = Field(30, ge=1)
     ranode_w_init: float = Field(0.01, gt=0, lt=1)
+    vae_epochs: int = Field(20, ge=1, description="per-jet (V)AE epochs of vaeqr and tagntrain")
+    delta_eta_sideband: float = Field(
+        1.4, gt=0, description="vaeqr trains its VAE on data with |Δη| above this (all data when the "
+                               "store has fewer than 1000 such events, e.g. processed with |Δη| < 1.3)")
+    quak_background: str = Field("mc_bkg", description="dijet dataset of background simulation for QUAK")
+    quak_signal_prior: list[str] = Field(
+        default_factory=list, description="signal-simulation datasets of QUAK's prior (equal weights); "
+                                          "empty: every 'mc_*' dataset except quak_background")
+    quak_signal_weight: float = Field(1.0, ge=0, description="slope of QUAK's cut line: L_B - w·L_S")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     retries: int = Field(2, ge=0, description="retries of a failed task before the job fails")

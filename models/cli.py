@@ -1,6 +1,7 @@
 """``lhcad train METHOD`` and ``lhcad score METHOD``: the weakly supervised methods as Dask jobs.
 
-METHOD is one of supervised, iad, cwola, anode, cathode, ranode — or ``all`` (the config's list).
+METHOD is one of supervised, iad, cwola, anode, cathode, ranode, cathode_b, vaeqr, tagntrain, quak
+— or ``all`` (the config's list).
 ``train`` fits every fold × ensemble member (and the sideband background flows) as tasks and saves
 their artefacts; ``score`` scores with them, writes ``dijet/scores/<method>__<lo>_<hi>`` into the
 store and prints max SIC / AUC on the labelled test events.
@@ -27,6 +28,10 @@ METHOD_HELP = {
     "anode": "ANODE: SR flow / sideband flow density ratio",
     "cathode": "CATHODE: SR data vs a sideband-flow background template",
     "ranode": "R-ANODE: signal flow + fraction on SR data with the sideband flow frozen",
+    "cathode_b": "CATHODE-b: CATHODE on the LHCO features + DeepB of both jets",
+    "vaeqr": "VAE-QR: per-jet VAE (|Δη| sideband), min-jet loss decorrelated from m_jj by quantile regression",
+    "tagntrain": "Tag-N-Train: per-jet AE tags build enriched/depleted SR samples for per-jet CWoLa classifiers",
+    "quak": "QUAK: background-simulation flow vs signal-prior flow ('mc_bkg' + 'mc_*' datasets), L_B - w L_S",
     "all": "every method in the config's train.methods",
 }
 
@@ -76,10 +81,11 @@ def run_jobs(cfg, methods, do_train: bool, do_score: bool) -> dict:
     out: dict = {"train_wall_s": {}, "score_wall_s": {}, "results": {}}
     try:
         spec = jobs.make_spec(cfg.store, cfg.train, artefact_root(cfg), cfg.cluster.threads_per_worker)
-        d = jobs.task_data(spec)
         for method in methods:          # fail fast, before any cluster starts
+            mspec = jobs.method_spec(spec, method)
+            d = jobs.task_data(mspec)
             for sr in jobs.windows(spec["cfg"]):
-                jobs.training_pool(d, method, sr, spec["cfg"])
+                jobs.training_pool(d, method, sr, mspec["cfg"])
         with open_cluster(cfg.cluster) as cluster:
             if do_train:
                 for method in methods:

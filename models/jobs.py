@@ -19,6 +19,13 @@ finished artefacts and a changed setting trains afresh.
 k-fold: rows get a fold number from the seed; the model of fold i never trains on fold-i rows. A row
 that some model trained on is scored by the members of its own held-out fold; every other row
 (test set, extra background, sidebands a method did not train on) by the mean of all models.
+
+Methods with their own inputs (:data:`METHOD_FEATURES`) read their own feature view of the store
+(:func:`method_spec`): ``cathode_b`` the LHCO features + DeepB of both jets (its own background
+flow), ``vaeqr`` / ``tagntrain`` the per-jet variables of both jets, ``quak`` its per-jet set.
+``vaeqr`` trains on data (VAE on the |Δη| sideband when the store has one, the m_jj quantile
+regression on the rest), ``tagntrain`` on SR data, ``quak`` on simulation datasets only
+(``quak_background`` and the ``mc_*`` signal prior).
 """
 
 from __future__ import annotations
@@ -37,8 +44,29 @@ from lhcad.models.data import DataError, DijetData, load_dijet
 
 log = logging.getLogger(__name__)
 
-METHODS = ("supervised", "iad", "cwola", "anode", "cathode", "ranode")
-FLOW_METHODS = ("anode", "cathode", "ranode")
+METHODS = ("supervised", "iad", "cwola", "anode", "cathode", "ranode", "cathode_b", "vaeqr", "tagntrain", "quak")
+FLOW_METHODS = ("anode", "cathode", "ranode", "cathode_b")
+CLASSIFIER_METHODS = ("supervised", "iad", "cwola", "cathode", "cathode_b", "tagntrain")
+MIN_DETA_SIDEBAND = 1000      # fewer |Δη| sideband events: vaeqr's VAE trains on all (folded) data
+
+
+def _method_features() -> dict[str, tuple[str, ...]]:
+    from lhcad.models.cathode_b import CATHODE_B_FEATURES
+    from lhcad.models.quak import QUAK_FEATURES
+    from lhcad.models.vaeqr import per_jet_columns
+
+    return {"cathode_b": CATHODE_B_FEATURES, "vaeqr": per_jet_columns(), "tagntrain": per_jet_columns(),
+            "quak": QUAK_FEATURES}
+
+
+METHOD_FEATURES = _method_features()     # methods whose inputs are fixed, not train.features
+
+
+def method_spec(spec: dict, method: str) -> dict:
+    """The job description ``method`` runs with: its own feature view where it has one."""
+    if method not in METHOD_FEATURES:
+        return spec
+    return {**spec, "cfg": {**spec["cfg"], "features": list(METHOD_FEATURES[method])}}
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -64,10 +92,17 @@ def _flow_settings(cfg: dict) -> dict:
 
 def _method_settings(method: str, cfg: dict) -> dict:
     keys = ["features", "resonant", "folds", "seed", "sb_width"]
-    if method in ("supervised", "iad", "cwola", "cathode"):
+    if method in CLASSIFIER_METHODS:
         keys += ["classifier", "hgb_max_iter", "mlp_epochs", "batch_size"]
-    if method == "cathode":
+    if method in ("cathode", "cathode_b"):
         keys += ["oversample"]
+    if method in ("vaeqr", "tagntrain"):
+        keys += ["vae_epochs", "batch_size"]
+    if method == "vaeqr":
+        keys += ["delta_eta_sideband"]
+    if method == "quak":
+        keys += ["quak_background", "quak_signal_prior", "quak_signal_weight", "flow", "flow_transforms",
+                 "flow_hidden", "flow_epochs", "flow_batch_size", "flow_max_events"]
     if method == "ranode":
         keys += ["ranode_epochs", "ranode_w_init", "flow_batch_size"]
     out = {k: cfg[k] for k in keys}
@@ -82,6 +117,7 @@ def flow_dir(spec: dict, sr) -> Path:
 
 
 def method_dir(spec: dict, method: str, sr) -> Path:
+    spec = method_spec(spec, method)
     fp = _fingerprint([_method_settings(method, spec["cfg"]), spec["n_rows"]])
     return Path(spec["artefacts"]) / window_key(sr) / f"{method}-{fp}"
 
@@ -106,7 +142,7 @@ def _set_threads(spec: dict) -> int:
     return n
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=6)
 def _data(store: str, features: tuple, resonant: str, n_rows: int) -> DijetData:
     return load_dijet(store, features, resonant)
 
@@ -155,14 +191,43 @@ def training_pool(d: DijetData, method: str, sr, cfg: dict) -> tuple[np.ndarray,
         pos, neg = d.rows("data") & in_sr, d.rows("extra_bkg") & in_sr
     elif method == "cwola":
         pos, neg = d.rows("data") & in_sr, d.rows("data") & in_sb
-    elif method in FLOW_METHODS:
+    elif method in FLOW_METHODS or method == "tagntrain":
         pos, neg = d.rows("data") & in_sr, none
+    elif method == "vaeqr":
+        pos, neg = d.rows("data"), none
+    elif method == "quak":
+        bkg, prior = quak_datasets(d, cfg)
+        pos = np.any([d.rows(p) & in_sr for p in prior], axis=0)
+        neg = d.rows(bkg) & in_sr
+        if not neg.any():
+            raise DataError(f"{d.store}: quak has no {bkg!r} (background simulation) events in window {sr}")
     else:
         raise DataError(f"method {method!r} unknown (choose from {', '.join(METHODS)})")
-    if not pos.any() or (method in ("supervised", "iad", "cwola") and not neg.any()):
+    if not pos.any() or (method in ("supervised", "iad", "cwola", "quak") and not neg.any()):
         raise DataError(f"{d.store}: {method} has no training events in window {sr} "
                         f"({int(pos.sum())} class-1, {int(neg.sum())} class-0 rows)")
     return pos, neg
+
+
+def quak_datasets(d: DijetData, cfg: dict) -> tuple[str, list[str]]:
+    """(background-simulation dataset, signal-prior datasets) of QUAK; DataError naming what is missing."""
+    bkg = cfg["quak_background"]
+    if bkg not in d.datasets:
+        raise DataError(f"{d.store}: quak needs background simulation: dijet dataset {bkg!r} not in the store "
+                        f"(have: {', '.join(d.datasets) or 'none'}; set train.quak_background)")
+    prior = list(cfg["quak_signal_prior"]) or [n for n in d.datasets if n.startswith("mc_") and n != bkg]
+    if not prior:
+        raise DataError(f"{d.store}: quak needs signal simulation for its prior: no 'mc_*' dataset besides "
+                        f"{bkg!r} (have: {', '.join(d.datasets)}; set train.quak_signal_prior)")
+    for p in prior:
+        d.rows(p)                    # DataError naming an unknown dataset
+    return bkg, prior
+
+
+def delta_eta(spec: dict) -> np.ndarray:
+    """|Δη| of every row (vaeqr's sideband selection)."""
+    cfg = spec["cfg"]
+    return np.abs(_data(spec["store"], ("delta_eta",), cfg["resonant"], spec["n_rows"]).X[:, 0])
 
 
 def classifier_params(cfg: dict, seed: int) -> dict:
@@ -242,7 +307,7 @@ def fit_task(task: dict) -> dict:
 
         cls = {"supervised": Supervised, "iad": IdealizedAD, "cwola": CWoLa}[method]
         est = cls(cfg["classifier"], classifier_params(cfg, seed)).fit(d.X[train1], d.X[train0])
-    elif method == "cathode":
+    elif method in ("cathode", "cathode_b"):
         from lhcad.models.cathode import CATHODE
 
         est = CATHODE(cfg["classifier"], classifier_params(cfg, seed), oversample=cfg["oversample"],
@@ -263,6 +328,38 @@ def fit_task(task: dict) -> dict:
                      w_init=cfg["ranode_w_init"], device=cfg["device"], random_state=seed)
         est.fit(d.X[train1], d.m[train1], background_flow=_load_flow(spec, sr, k))
         info["signal_fraction"] = est.signal_fraction_
+    elif method == "vaeqr":
+        from lhcad.models.vaeqr import VAEQR
+
+        sideband = delta_eta(spec) > cfg["delta_eta_sideband"]
+        if (sideband & train1).sum() < MIN_DETA_SIDEBAND:
+            sideband = np.ones(d.n, bool)          # no Δη sideband in the store: VAE on all data
+            info["vae_trained_on"] = "all data (no |Δη| sideband in the store)"
+        else:
+            info["vae_trained_on"] = f"|Δη| > {cfg['delta_eta_sideband']:g}"
+        vae = {"epochs": cfg["vae_epochs"], "batch_size": cfg["batch_size"], "device": cfg["device"]}
+        qr = train1 & ~sideband if (train1 & ~sideband).sum() >= 100 else train1
+        est = VAEQR(vae_params=vae, random_state=seed).fit(d.X[train1], d.m[train1], sideband=sideband[train1],
+                                                           qr_rows=qr[train1])
+    elif method == "tagntrain":
+        from lhcad.models.tagntrain import TagNTrain
+
+        ae = {"epochs": cfg["vae_epochs"], "batch_size": cfg["batch_size"], "device": cfg["device"]}
+        est = TagNTrain(ae_params=ae, classifier=cfg["classifier"], classifier_params=classifier_params(cfg, seed),
+                        random_state=seed).fit(d.X[train1])
+    elif method == "quak":
+        from lhcad.models.quak import QUAK, balanced_mixture
+
+        bkg, prior = quak_datasets(d, cfg)
+        in_sr, _ = region_masks(d, sr, None)
+        parts = [(d.X[r], d.m[r]) for r in (d.rows(p) & in_sr & (fid != fold) for p in prior) if r.any()]
+        Xs, ms = balanced_mixture(parts, random_state=seed)
+        brows = np.flatnonzero(train0)
+        if cfg["flow_max_events"] and len(brows) > cfg["flow_max_events"]:
+            brows = np.sort(np.random.default_rng(seed).choice(brows, cfg["flow_max_events"], replace=False))
+        est = QUAK(flow_params(cfg, seed), signal_weight=cfg["quak_signal_weight"], random_state=seed)
+        est.fit(d.X[brows], d.m[brows], Xs, ms, bounds=d.bounds())
+        info["prior"] = prior
     else:
         raise DataError(f"method {method!r} unknown (choose from {', '.join(METHODS)})")
     est.save(path)
@@ -275,6 +372,8 @@ _ESTIMATORS = {
     "supervised": "lhcad.models.idealized:Supervised", "iad": "lhcad.models.idealized:IdealizedAD",
     "cwola": "lhcad.models.cwola:CWoLa", "cathode": "lhcad.models.cathode:CATHODE",
     "anode": "lhcad.models.anode:ANODE", "ranode": "lhcad.models.ranode:RANODE",
+    "cathode_b": "lhcad.models.cathode:CATHODE", "vaeqr": "lhcad.models.vaeqr:VAEQR",
+    "tagntrain": "lhcad.models.tagntrain:TagNTrain", "quak": "lhcad.models.quak:QUAK",
 }
 
 
@@ -322,7 +421,7 @@ def windows(cfg: dict) -> list[tuple[float, float]]:
 
 def _member_tasks(spec: dict, methods) -> list[dict]:
     cfg = spec["cfg"]
-    return [{"spec": spec, "sr": sr, "method": meth, "fold": f, "member": k}
+    return [{"spec": method_spec(spec, meth), "sr": sr, "method": meth, "fold": f, "member": k}
             for sr in windows(cfg) for meth in methods
             for f in range(cfg["folds"]) for k in range(cfg["ensemble"])]
 
@@ -331,8 +430,11 @@ def train(cluster, spec: dict, methods) -> dict:
     """Train background flows (if needed) then every fold × member estimator; returns wall times."""
     cfg = spec["cfg"]
     wall: dict[str, float] = {}
-    if any(m in FLOW_METHODS for m in methods):
-        tasks = [{"spec": spec, "sr": sr, "member": k} for sr in windows(cfg) for k in range(cfg["n_flows"])]
+    views = {tuple(method_spec(spec, m)["cfg"]["features"]): method_spec(spec, m) for m in methods
+             if m in FLOW_METHODS}           # one set of background flows per feature view
+    if views:
+        tasks = [{"spec": s, "sr": sr, "member": k} for s in views.values()
+                 for sr in windows(cfg) for k in range(cfg["n_flows"])]
         res = cluster.map(train_flow_task, tasks, retries=cfg["retries"], desc="background flows")
         wall["background_flow"] = sum(r["wall_s"] for r in res)
     for method in methods:
@@ -343,6 +445,7 @@ def train(cluster, spec: dict, methods) -> dict:
 
 def combine(spec: dict, method: str, sr, d: DijetData | None = None) -> np.ndarray:
     """Scores for every row of the table (NaN where not scored) from the saved per-task scores."""
+    spec = method_spec(spec, method)
     cfg = spec["cfg"]
     d = d or task_data(spec)
     rows = candidates(d, sr, cfg)
@@ -377,14 +480,15 @@ def score(cluster, spec: dict, methods, write: bool = True) -> dict:
 
     cfg = spec["cfg"]
     results: dict = {}
-    d = task_data(spec)
     root = _store.open_store(spec["store"], mode="a") if write else None
     for method in methods:
         res = cluster.map(score_task, _member_tasks(spec, [method]), retries=cfg["retries"], desc=f"score {method}")
+        mspec = method_spec(spec, method)
+        d = task_data(mspec)
         for sr in windows(cfg):
             key = score_key(method, sr)
-            full = combine(spec, method, sr, d)
-            mdir = method_dir(spec, method, sr)
+            full = combine(mspec, method, sr, d)
+            mdir = method_dir(mspec, method, sr)
             infos = [json.loads(p.read_text()) for p in sorted(mdir.glob("f*_m*.json"))]
             summary: dict = {"method": method, "window": list(sr), "key": key,
                              "n_scored": int(np.isfinite(full).sum()),
