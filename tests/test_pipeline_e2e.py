@@ -136,8 +136,63 @@ def test_small_pipeline_on_an_external_scheduler(scheduler_address, clean_run, t
     # the work ran on the two external workers: both executed tasks of this run
     assert len(after) == 2
     assert all(after[w] > before.get(w, 0) for w in after), (before, after)
-    # coffea chunks, training and scoring tasks all went through that scheduler
-    assert {"fit_task", "score_task"} <= set(prefixes), prefixes
-    assert any("process" in p or "work" in p for p in prefixes), prefixes
+    # coffea chunks (the processor), training, scoring, scan windows and limits all went through it
+    assert {"DijetProcessor", "fit_task", "score_task", "analyse_window", "limit_for_mass"} <= set(prefixes)
     # and the figures are those of the in-process run
     assert pipeline.reproducible(summary) == pipeline.reproducible(clean_run)
+
+
+# ------------------------------------------------------------------ the store at an s3:// URL
+@pytest.fixture(scope="module")
+def s3_bucket():
+    """A real S3 API (moto's server) on loopback with one bucket; credentials and endpoint come
+    from the standard AWS variables, as on a facility (``AWS_ENDPOINT_URL_S3`` for non-AWS S3)."""
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    from test_cluster import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                               "AWS_DEFAULT_REGION": "us-east-1",
+                               "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}"}.items():
+                mp.setenv(key, value)
+            fs = s3fs.S3FileSystem(skip_instance_cache=True)
+            fs.mkdir("lhcad-test")
+            yield fs, "lhcad-test"
+    finally:
+        server.stop()
+
+
+def test_store_at_an_s3_url(s3_bucket, clean_run, tmp_path, monkeypatch):
+    import numpy as np
+
+    from lhcad.store import read_columns, read_scores
+
+    fs, bucket = s3_bucket
+    url = f"s3://{bucket}/small/store.zarr"
+    monkeypatch.chdir(tmp_path)  # a URL mistaken for a relative path would appear here
+    cfg = small_config(tmp_path / "results", store=url)
+    summary = pipeline.run(cfg, str(SMALL))
+
+    objects = fs.find(f"{bucket}/small/store.zarr")
+    prefix = f"{bucket}/small/store.zarr/dijet"
+    assert f"{prefix}/mjj/zarr.json" in objects
+    assert any(o.startswith(f"{prefix}/scores/cwola__3300_3700/c/") for o in objects)
+    assert not any("/_parts/" in o for o in objects)  # the processors' chunk parts were consolidated
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+    assert not (tmp_path / "results" / "store.zarr").exists()
+    # the processors wrote the bucket's store; training, scoring and stats read it (scores written
+    # back): the figures are those of the run on a local store, and so is the store's content
+    assert summary["stages"]["process"]["artefacts"]["store"] == url
+    assert pipeline.reproducible(summary) == pipeline.reproducible(clean_run)
+    local = clean_run["store"]
+    for name in ("mjj", "mj1", "tau21_j2", "truth_label"):
+        np.testing.assert_array_equal(read_columns(url, "dijet", [name])[name],
+                                      read_columns(local, "dijet", [name])[name])
+    np.testing.assert_array_equal(read_scores(url, "dijet", "cwola__3300_3700"),
+                                  read_scores(local, "dijet", "cwola__3300_3700"))
