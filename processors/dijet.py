@@ -40,6 +40,53 @@ def four_vector_mass(pt1, eta1, phi1, m1, pt2, eta2, phi2, m2) -> np.ndarray:
     return np.sqrt(np.maximum(m2_, 0.0))
 
 
+def jagged_flat(array: ak.Array, offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets from 0, flat numpy content) of a one-level jagged array of numbers.
+
+    For NanoEvents collections this reads the buffers directly (no copy of the content); ``offsets``,
+    when given, are the collection's already known offsets (all its fields share them).
+    """
+    layout = ak.to_layout(array)
+    if isinstance(layout, ak.contents.ListOffsetArray) and isinstance(layout.content, ak.contents.NumpyArray):
+        content = np.asarray(layout.content.data)
+        if offsets is None:
+            offsets = np.asarray(layout.offsets.data, dtype=np.int64)
+            first = int(offsets[0])
+            if first != 0 or len(content) != int(offsets[-1]):
+                content = content[first:int(offsets[-1])]
+                offsets = offsets - first
+            return offsets, content
+        if len(content) != int(offsets[-1]) or int(layout.offsets.data[0]) != 0:
+            content = content[int(layout.offsets.data[0]):int(layout.offsets.data[-1])]
+        return offsets, content
+    counts = ak.to_numpy(ak.num(array, axis=1)).astype(np.int64)
+    flat = ak.to_numpy(ak.flatten(array, axis=1))
+    return (np.concatenate([[0], np.cumsum(counts)]) if offsets is None else offsets), flat
+
+
+def leading_two(offsets: np.ndarray, pt: np.ndarray, good: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat indices of the leading and subleading ``good`` jet (by pT) of the events with two or more.
+
+    Returns ``(lead, sub, events)``; ``events`` are the event indices (ascending). NanoAOD collections
+    are pT-ordered, then this is the first two good jets; otherwise the good jets are sorted by
+    descending pT within each event (stable: equal pT keeps the file order).
+    """
+    idx = np.flatnonzero(good)
+    ev = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))[idx]  # event of each good jet
+    gpt = pt[idx]
+    same = ev[1:] == ev[:-1]
+    if np.any(same & (gpt[1:] > gpt[:-1])):
+        order = np.lexsort((-gpt, ev))
+        idx, ev = idx[order], ev[order]
+        same = ev[1:] == ev[:-1]
+    first = np.flatnonzero(np.concatenate([[True], ~same])) if len(idx) else np.zeros(0, np.int64)
+    has2 = np.zeros(len(first), bool)
+    ok = first + 1 < len(idx)
+    has2[ok] = same[first[ok]]
+    first = first[has2]
+    return idx[first], idx[first + 1], ev[first]
+
+
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     out = np.zeros_like(num, dtype=np.float32)
     np.divide(num, den, out=out, where=den > 0)
@@ -72,67 +119,81 @@ class DijetProcessor(StoreProcessor):
         self.jet_id = jet_id
 
     def compute(self, ev, meta):
+        # Flat numpy on the collection's content + offsets (no jagged indexing): only the branches
+        # used are materialised, and per-jet fields are gathered once, for the selected events only.
+        offsets, pt = jagged_flat(ev["FatJet"]["pt"])
         fj = ev["FatJet"]
-        pt, eta = fj["pt"], fj["eta"]
-        good = (pt > self.pt_min) & (abs(eta) < self.eta_max)
+        fields = set(fj.fields)
+        n_events = len(offsets) - 1
+
+        def flat(field: str) -> np.ndarray:
+            return jagged_flat(fj[field], offsets)[1]
+
+        good = (pt > self.pt_min) & (np.abs(flat("eta")) < self.eta_max)
         if self.jet_id:
-            jet_id = self.optional(ev, "FatJet_jetId")
-            if jet_id is not None:
-                good = good & ((jet_id & self.jet_id) == self.jet_id)
-        order = ak.argsort(pt, axis=1, ascending=False)
-        idx = order[good[order]]
-        two = ak.num(idx, axis=1) >= 2
-        idx2 = idx[two][:, :2]  # jagged (exactly 2 each): a regular index would broadcast numpy-style
-        sel_fj = fj[two]
+            if "jetId" in fields:
+                good &= (flat("jetId") & self.jet_id) == self.jet_id
+            else:
+                self.missing.add("FatJet_jetId")
+        lead, sub, events = leading_two(offsets, pt, good)
+        n_two = len(events)
 
-        def take(field: str, dtype=np.float32) -> np.ndarray:
-            if field in fj.fields:
-                return ak.to_numpy(ak.to_regular(sel_fj[field][idx2], axis=1)).astype(dtype).reshape(-1, 2)
+        def take(field: str, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+            """(leading, subleading) float32 values of ``field`` for the events in ``rows``."""
+            i1, i2 = (lead, sub) if rows is None else (lead[rows], sub[rows])
+            if field in fields:
+                values = flat(field)
+                return values[i1].astype(np.float32, copy=False), values[i2].astype(np.float32, copy=False)
             self.missing.add(f"FatJet_{field}")
-            return np.full((len(idx2), 2), np.nan, dtype)
+            return np.full(len(i1), np.nan, np.float32), np.full(len(i1), np.nan, np.float32)
 
-        jets = {f: take(field) for f, field in _JET_FIELDS.items()}
-        taus = {k: take(k) for k in ("tau1", "tau2", "tau3", "tau4")}
-        mjj = four_vector_mass(*(jets[v][:, 0] for v in ("pt", "eta", "phi", "mass")),
-                               *(jets[v][:, 1] for v in ("pt", "eta", "phi", "mass")))
-        deta = np.abs(jets["eta"][:, 0] - jets["eta"][:, 1]).astype(np.float32)
+        eta = take("eta")
+        deta = np.abs(eta[0] - eta[1]).astype(np.float32)
         pass_deta = deta < self.delta_eta_max
-        keep = pass_deta & (mjj > self.mjj_min)
-        cutflow = {"all": len(ev), "two_jets": int(len(idx2)), "delta_eta": int(pass_deta.sum()),
-                   "mjj": int(keep.sum())}
+        cand = np.flatnonzero(pass_deta)
+        kin = {v: take(v, cand) for v in ("pt", "eta", "phi", "mass")}
+        mjj = four_vector_mass(*(kin[v][0] for v in ("pt", "eta", "phi", "mass")),
+                               *(kin[v][1] for v in ("pt", "eta", "phi", "mass")))
+        pass_mjj = mjj > self.mjj_min
+        keep = cand[pass_mjj]  # indices into the two-jet events
+        cutflow = {"all": n_events, "two_jets": int(n_two), "delta_eta": int(len(cand)), "mjj": int(len(keep))}
 
-        # order the two jets by mass: j1 = lighter
-        swap = (jets["mass"][:, 0] > jets["mass"][:, 1])[keep]
-        first = np.where(swap, 1, 0)
-        rows = np.arange(int(keep.sum()))
+        # order the two jets by mass: j1 = lighter (the leading jet on a tie)
+        m_lead, m_sub = (m[pass_mjj] for m in kin["mass"])
+        swap = m_lead > m_sub
+        i_light = np.where(swap, sub[keep], lead[keep])
+        i_heavy = np.where(swap, lead[keep], sub[keep])
 
-        def jet(values: np.ndarray, i: int) -> np.ndarray:
-            v = values[keep]
-            return v[rows, first] if i == 1 else v[rows, 1 - first]
+        def jet(field: str, i: int) -> np.ndarray:
+            if field not in fields:
+                self.missing.add(f"FatJet_{field}")
+                return np.full(len(keep), np.nan, np.float32)
+            return flat(field)[i_light if i == 1 else i_heavy].astype(np.float32, copy=False)
 
         cols: dict[str, np.ndarray] = {}
+        sel_events = events[keep]
         for name in ("run", "luminosityBlock", "event"):
-            cols[name] = ak.to_numpy(ev[name][two]).astype(np.int64)[keep]
-        cols["mjj"] = mjj[keep].astype(np.float32)
+            cols[name] = ak.to_numpy(ev[name])[sel_events].astype(np.int64)
+        cols["mjj"] = mjj[pass_mjj].astype(np.float32)
         cols["delta_eta"] = deta[keep]
         for i in (1, 2):
             for v in ("pt", "eta", "phi", "mass", "msoftdrop"):
-                cols[f"j{i}_{v}"] = jet(jets[v], i)
-            t1, t2, t3, t4 = (jet(taus[k], i) for k in ("tau1", "tau2", "tau3", "tau4"))
+                cols[f"j{i}_{v}"] = jet(v, i)
+            t1, t2, t3, t4 = (jet(k, i) for k in ("tau1", "tau2", "tau3", "tau4"))
             cols[f"j{i}_tau21"] = _ratio(t2, t1)
             cols[f"j{i}_tau32"] = _ratio(t3, t2)
             cols[f"j{i}_tau43"] = _ratio(t4, t3)
             for v in ("nconst", "lsf3", "btag"):
-                cols[f"j{i}_{v}"] = jet(jets[v], i)
+                cols[f"j{i}_{v}"] = jet(_JET_FIELDS[v], i)
         cols["mj1"], cols["mj2"] = cols["j1_mass"], cols["j2_mass"]
         cols["delta_m"] = cols["mj2"] - cols["mj1"]
         cols["tau21_j1"], cols["tau21_j2"] = cols["j1_tau21"], cols["j2_tau21"]
-        n = len(rows)
+        n = len(keep)
         # genWeight (MC) and truth_label (generated samples) are absent from real data by design:
         # weight 1 and truth -1 then, without a warning.
-        cols["weight"] = (ak.to_numpy(ev["genWeight"][two]).astype(np.float32)[keep]
+        cols["weight"] = (ak.to_numpy(ev["genWeight"])[sel_events].astype(np.float32)
                           if has_branch(ev, "genWeight") else np.ones(n, np.float32))
-        cols["truth_label"] = (ak.to_numpy(branch(ev, "truth_label")[two]).astype(np.int32)[keep]
+        cols["truth_label"] = (ak.to_numpy(branch(ev, "truth_label"))[sel_events].astype(np.int32)
                                if has_branch(ev, "truth_label") else np.full(n, -1, np.int32))
         assert set(cols) | {"dataset"} == set(DIJET_COLUMNS), set(DIJET_COLUMNS) ^ set(cols)
         return cols, {"cutflow": cutflow}
