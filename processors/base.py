@@ -2,7 +2,7 @@
 
 A :class:`StoreProcessor` is a plain ``coffea.processor.ProcessorABC``. Its :meth:`compute` turns one
 chunk of NanoEvents into numpy arrays; :meth:`process` (run by coffea on a worker) writes them as an
-atomic *part* of the Zarr store (:func:`lhcad.store.write_part`) and returns only a small accumulator
+atomic *part* of the Zarr store (:func:`lhcad.processors.parts.write_part`) and returns only a small accumulator
 (manifest entry, cut flow, missing optional branches) — the driver never holds the events.
 """
 
@@ -18,7 +18,7 @@ import awkward as ak
 import numpy as np
 from coffea import processor
 
-from lhcad import store as _store
+from . import parts as _parts
 
 # NanoAODSchema warns about cross-references of collections a skim (or the generator) does not
 # write; harmless here. Installed on import, i.e. also on every worker that unpickles a processor.
@@ -146,7 +146,7 @@ class StoreProcessor(processor.ProcessorABC):
         entry["missing"] = sorted(self.missing)
         out: dict[str, Any] = {"entries": {key: entry}, "missing": set(self.missing)}
         if self.parts_root is not None:
-            _store.write_part(self.parts_root, key, arrays, entry)
+            _parts.write_part(self.parts_root, key, arrays, entry)
         else:
             out["arrays"] = {key: arrays}
         return out

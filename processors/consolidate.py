@@ -8,13 +8,15 @@ over the chunks that share a (run, LS); they are small (LS × bins).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from lhcad import store as _store
 from lhcad.log import progress
+
+from . import parts as _parts
 
 log = logging.getLogger("lhcad.processors")
 
@@ -28,20 +30,89 @@ def _sum_cutflows(entries: Sequence[Mapping]) -> dict[str, dict[str, int]]:
     return out
 
 
-def _write_rows(root, table: str, parts_root: str, entries: Sequence[Mapping], codes: dict[str, int]) -> int:
+ROW_CHUNK = 262_144  # rows per Zarr chunk of the row tables (as lhcad.store.TableWriter)
+
+
+def plan_rows(parts_root: str, entries: Sequence[Mapping], codes: Mapping[str, int],
+              chunk_rows: int = ROW_CHUNK) -> tuple[int, dict[str, dict], list[tuple]]:
+    """Row layout of a table from its committed parts, in ``entries`` order.
+
+    Returns ``(n_rows, arrays, tasks)``: ``arrays`` maps column name to dtype and per-row shape (in
+    the parts' column order, then ``dataset``); each task covers whole Zarr chunks ``[lo, hi)`` and
+    lists the part slices ``(key, start, stop, dataset code)`` that fill it, so that tasks write
+    disjoint Zarr chunks and can run in parallel.
+    """
     done = [e for e in entries if e["status"] == "done"]
-    writer = _store.TableWriter(root, table, n_rows=sum(int(e["events_out"]) for e in done))
+    arrays: dict[str, dict] = {}
+    pieces = []  # (global start, key, rows, code)
+    pos = 0
+    for e in done:
+        layout = _parts.part_layout(parts_root, e["key"])
+        rows = {int(spec["shape"][0]) for spec in layout.values()}
+        if rows and rows != {int(e["events_out"])}:
+            raise RuntimeError(f"part {e['key']}: {sorted(rows)} rows, manifest says {e['events_out']}")
+        for name, spec in layout.items():
+            arrays.setdefault(name, {"dtype": spec["dtype"], "shape": spec["shape"][1:]})
+        pieces.append((pos, e["key"], int(e["events_out"]), codes[e["dataset"]]))
+        pos += int(e["events_out"])
+    if done:
+        arrays["dataset"] = {"dtype": np.dtype(np.int32).str, "shape": []}
+    n_rows = pos
+    tasks = []
+    for lo in range(0, n_rows, chunk_rows):
+        hi = min(n_rows, lo + chunk_rows)
+        sl = [(key, max(lo, start) - start, min(hi, start + rows) - start, code)
+              for start, key, rows, code in pieces if start < hi and start + rows > lo and rows]
+        tasks.append((lo, hi, sl))
+    return n_rows, arrays, tasks
+
+
+def write_rows(job: tuple) -> int:
+    """One consolidation task (runs on a worker): rows ``[lo, hi)`` of every column from the parts."""
+    store, table, parts_root, names, (lo, hi, pieces) = job
+    grp = _store.open_store(store, mode="r+")[table]
+    out = {n: np.empty((hi - lo, *grp[n].shape[1:]), grp[n].dtype) for n in names}
+    dataset = np.empty(hi - lo, np.int32)
+    dest = 0
+    for key, start, stop, code in pieces:
+        cols = _parts.read_part(parts_root, key, names, slice(start, stop))
+        for n in names:
+            out[n][dest:dest + stop - start] = cols[n]
+        dataset[dest:dest + stop - start] = code
+        dest += stop - start
+    if dest != hi - lo:
+        raise RuntimeError(f"{table}: rows {lo}-{hi}: parts give {dest} rows")
+    out["dataset"] = dataset
+    for n, values in out.items():
+        grp[n][lo:hi] = values
+    return hi - lo
+
+
+def _write_rows(root, store: str, table: str, parts_root: str, entries: Sequence[Mapping],
+                codes: dict[str, int], mapper: Callable) -> int:
+    n_rows, arrays, tasks = plan_rows(parts_root, entries, codes)
+    if not arrays:
+        return 0
+    grp = root.require_group(table)
+    for name, spec in arrays.items():
+        grp.create_array(name, shape=(n_rows, *spec["shape"]), dtype=np.dtype(spec["dtype"]),
+                         chunks=(max(1, min(ROW_CHUNK, n_rows)), *spec["shape"]), overwrite=True)
+    names = [n for n in arrays if n != "dataset"]
+    mapper(write_rows, [(str(store), table, parts_root, names, t) for t in tasks], f"consolidate {table}")
+    # (re-open: a zarr Group object caches its attributes; writing through a stale one loses keys)
+    _store.open_store(store, mode="a")[table].attrs.update({"columns": list(arrays), "n_rows": n_rows})
+    return n_rows
+
+
+def serial_map(fn: Callable, items: Sequence, desc: str = "tasks") -> list:
+    """In-process map with a progress bar (the default ``mapper`` of :func:`consolidate`)."""
+    out = []
     with progress() as bar:
-        task = bar.add_task(f"consolidate {table}", total=len(done))
-        for e in done:
-            cols = _store.read_part(parts_root, e["key"])
-            rows = len(next(iter(cols.values())))
-            if rows != e["events_out"]:
-                raise RuntimeError(f"part {e['key']}: {rows} rows, manifest says {e['events_out']}")
-            cols["dataset"] = np.full(rows, codes[e["dataset"]], np.int32)
-            writer.write(cols)
+        task = bar.add_task(desc, total=len(items))
+        for item in items:
+            out.append(fn(item))
             bar.advance(task)
-    return writer.close() if done else 0
+    return out
 
 
 def _write_lumi(root, parts_root: str, entries: Sequence[Mapping], proc) -> int:
@@ -49,7 +120,7 @@ def _write_lumi(root, parts_root: str, entries: Sequence[Mapping], proc) -> int:
     mes = list(proc.monitor_elements)
     runs, lumis = [], []
     for e in done:
-        p = _store.read_part(parts_root, e["key"], ["run", "lumi"])
+        p = _parts.read_part(parts_root, e["key"], ["run", "lumi"])
         runs.append(p["run"])
         lumis.append(p["lumi"])
     run = np.concatenate(runs) if runs else np.zeros(0, np.int64)
@@ -63,7 +134,7 @@ def _write_lumi(root, parts_root: str, entries: Sequence[Mapping], proc) -> int:
         variances = np.zeros((len(pairs), nbins))
         start = 0
         for e in done:
-            p = _store.read_part(parts_root, e["key"], [f"{me}__values", f"{me}__variances"])
+            p = _parts.read_part(parts_root, e["key"], [f"{me}__values", f"{me}__variances"])
             k = len(p[f"{me}__values"])
             np.add.at(values, inverse[start:start + k], p[f"{me}__values"])
             np.add.at(variances, inverse[start:start + k], p[f"{me}__variances"])
@@ -90,6 +161,7 @@ def consolidate(
     fileset: Mapping,
     chunksize: int,
     treename: str,
+    mapper: Callable = serial_map,
 ) -> dict[str, Any]:
     """Rebuild ``table`` in ``store`` from the parts listed in ``entries``; returns the run summary."""
     root = _store.open_store(store, mode="a")
@@ -99,7 +171,7 @@ def consolidate(
     if table == "lumi":
         n_out = _write_lumi(root, parts_root, entries, proc)
     else:
-        n_out = _write_rows(root, table, parts_root, entries, codes)
+        n_out = _write_rows(root, store, table, parts_root, entries, codes, mapper)
     # (re-open: a zarr Group object caches its attributes; writing through a stale one loses keys)
     grp = _store.open_store(store, mode="a")[table]
     if table != "lumi" and "n_rows" not in grp.attrs:

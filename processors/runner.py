@@ -36,6 +36,7 @@ from lhcad import log as _log
 from lhcad import store as _store
 from lhcad.config import ClusterConfig, ConfigError
 
+from . import parts as _parts
 from .base import InputError, StoreProcessor, chunk_key, one_line
 
 log = logging.getLogger("lhcad.processors")
@@ -154,6 +155,26 @@ def _item_key(item) -> str:
                       "entrystart": item.entrystart, "entrystop": item.entrystop})
 
 
+def _mapper(cl, pool=None):
+    """``map(fn, items, desc)`` on the run's own workers (consolidation tasks write disjoint Zarr chunks)."""
+    from .consolidate import serial_map
+
+    if cl.client is not None:
+        return lambda fn, items, desc: cl.map(fn, items, retries=2, desc=desc)
+    if pool is None:
+        return serial_map
+
+    def pool_map(fn, items, desc):
+        with _log.progress() as bar:
+            task = bar.add_task(desc, total=len(items))
+            out = []
+            for result in pool.map(fn, items):
+                out.append(result)
+                bar.advance(task)
+            return out
+    return pool_map
+
+
 def _first_bad_input(fileset: dict[str, dict]) -> str | None:
     for spec in fileset.values():
         for f, tree in spec["files"].items():
@@ -253,7 +274,7 @@ def process(
         except Exception as exc:  # noqa: BLE001 - turned into one line naming the bad file
             reason = _first_bad_input(run_fs)
             raise ConfigError(reason or f"preprocessing failed: {exc}") from None
-        done = _store.part_entries(parts_root)
+        done = _parts.part_entries(parts_root)
         keys = [_item_key(c) for c in chunks]
         todo = [c for c, k in zip(chunks, keys) if k not in done]
         reused = len(chunks) - len(todo)
@@ -267,47 +288,48 @@ def process(
                 if err is not None:
                     raise ConfigError(str(err)) from None
                 raise
-    entries = _store.part_entries(parts_root)
+        entries = _parts.part_entries(parts_root)
 
-    # files coffea dropped in preprocessing (skipbadfiles): find out why, count their events
-    chunk_files = {c.filename for c in chunks}
-    skipped_files = []
-    for ds, spec in fs.items():
-        for f, tree in spec["files"].items():
-            if f in chunk_files:
+        # files coffea dropped in preprocessing (skipbadfiles): find out why, count their events
+        chunk_files = {c.filename for c in chunks}
+        skipped_files = []
+        for ds, spec in fs.items():
+            for f, tree in spec["files"].items():
+                if f in chunk_files:
+                    continue
+                if f in bad_files:
+                    n, reason = None, bad_files[f]
+                else:
+                    n, reason = probe_file(f, tree)
+                    if n == 0:
+                        reason = f"{f}: empty (0 entries in {tree!r})"
+                if n is None and not skipbadfiles:
+                    raise ConfigError(reason)
+                skipped_files.append({"dataset": ds, "file": f, "events": n or 0, "readable": n is not None,
+                                      "reason": reason})
+        for c, k in zip(chunks, keys):
+            if k in entries:
                 continue
-            if f in bad_files:
-                n, reason = None, bad_files[f]
-            else:
-                n, reason = probe_file(f, tree)
-                if n == 0:
-                    reason = f"{f}: empty (0 entries in {tree!r})"
-            if n is None and not skipbadfiles:
-                raise ConfigError(reason)
-            skipped_files.append({"dataset": ds, "file": f, "events": n or 0, "readable": n is not None,
-                                  "reason": reason})
-    for c, k in zip(chunks, keys):
-        if k in entries:
-            continue
-        # coffea skipped the chunk before our processor ran (file could not be re-opened): record it
-        if not skipbadfiles:
-            raise RuntimeError(f"{table}: chunk {k} produced no part")
-        _n, why = probe_file(c.filename, c.treename)
-        entries[k] = {"key": k, "dataset": c.dataset, "file": c.filename, "uuid": "", "treename": c.treename,
-                      "entrystart": c.entrystart, "entrystop": c.entrystop,
-                      "events_in": c.entrystop - c.entrystart, "events_out": 0, "status": "skipped",
-                      "reason": why or f"{c.filename}: chunk {c.entrystart}-{c.entrystop} could not be read"}
+            # coffea skipped the chunk before our processor ran (file could not be re-opened): record it
+            if not skipbadfiles:
+                raise RuntimeError(f"{table}: chunk {k} produced no part")
+            _n, why = probe_file(c.filename, c.treename)
+            entries[k] = {"key": k, "dataset": c.dataset, "file": c.filename, "uuid": "", "treename": c.treename,
+                          "entrystart": c.entrystart, "entrystop": c.entrystop,
+                          "events_in": c.entrystop - c.entrystart, "events_out": 0, "status": "skipped",
+                          "reason": why or f"{c.filename}: chunk {c.entrystart}-{c.entrystop} could not be read"}
 
-    order = {k: i for i, k in enumerate(keys)}
-    ordered = sorted((entries[k] for k in keys), key=lambda e: order[e["key"]])
-    summary = consolidate(
-        table, store, parts_root, ordered, datasets=list(fs), options=options, proc=proc,
-        skipped_files=skipped_files, fileset=fs, chunksize=chunksize, treename=treename,
-    )
-    summary.update({
-        "chunks": len(chunks), "chunks_reused": reused, "chunks_run": len(todo),
-        "wall_s": round(time.perf_counter() - t0, 3), "executor": cluster_cfg.type,
-    })
+        order = {k: i for i, k in enumerate(keys)}
+        ordered = sorted((entries[k] for k in keys), key=lambda e: order[e["key"]])
+        summary = consolidate(
+            table, store, parts_root, ordered, datasets=list(fs), options=options, proc=proc,
+            skipped_files=skipped_files, fileset=fs, chunksize=chunksize, treename=treename,
+            mapper=_mapper(cl, ex_opts.get("pool")),
+        )
+        summary.update({
+            "chunks": len(chunks), "chunks_reused": reused, "chunks_run": len(todo),
+            "wall_s": round(time.perf_counter() - t0, 3), "executor": cluster_cfg.type,
+        })
     if not keep_parts:
         _store.remove_tree(parts_root)
     for name in summary["missing_branches"]:

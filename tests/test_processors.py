@@ -386,7 +386,7 @@ def test_dask_worker_killed_mid_run(samples, dask_cluster, tmp_path):
     th = threading.Thread(target=run)
     th.start()
     deadline = time.time() + 300
-    while not list(out.glob("_parts/*/*.npz")):
+    while not list(out.glob("_parts/*/*.part")):
         assert th.is_alive() and time.time() < deadline, "run ended before any part was committed"
         time.sleep(0.01)
     victim = sorted(pids.values())[0]

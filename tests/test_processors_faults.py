@@ -17,6 +17,7 @@ import uproot
 from lhcad import store
 from lhcad.cli import main
 from lhcad.config import ConfigError
+from lhcad.processors import parts
 from lhcad.processors.runner import process
 from lhcad.processors.samples import write_nanoaod
 
@@ -97,14 +98,14 @@ def test_kill_and_resume_gives_the_clean_store(tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
-        while len(list(out.glob("_parts/*/*.npz"))) < 3:
+        while len(list(out.glob("_parts/*/*.part"))) < 3:
             assert proc.poll() is None, "the run finished before it could be killed"
             assert time.time() < deadline, "no parts appeared"
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
-    committed = len(list(out.glob("_parts/*/*.npz")))
+    committed = len(list(out.glob("_parts/*/*.part")))
     assert 3 <= committed < ref["chunks"]
     assert not (out / "dijet").exists() or store.n_rows(str(out), "dijet") != ref["rows"]
     resumed = process("dijet", str(fs), str(out), chunksize=200)
@@ -115,11 +116,19 @@ def test_kill_and_resume_gives_the_clean_store(tmp_path):
 def test_parts_are_idempotent_and_atomic(tmp_path):
     root = str(tmp_path / "_parts" / "t")
     a = {"x": np.arange(5)}
-    assert store.write_part(root, "k", a, {"key": "k", "n": 5}) is True
-    assert store.write_part(root, "k", {"x": np.zeros(5)}, {"key": "k", "n": 0}) is False  # first commit wins
-    (tmp_path / "_parts" / "t" / "j.npz.tmp-123").write_bytes(b"half-written")  # a killed writer's leftover
-    assert store.part_entries(root) == {"k": {"key": "k", "n": 5}}
-    np.testing.assert_array_equal(store.read_part(root, "k")["x"], np.arange(5))
+    assert parts.write_part(root, "k", a, {"key": "k", "n": 5}) is True
+    assert parts.write_part(root, "k", {"x": np.zeros(5)}, {"key": "k", "n": 0}) is False  # first commit wins
+    (tmp_path / "_parts" / "t" / "j.part.tmp-123").write_bytes(b"half-written")  # a killed writer's leftover
+    assert parts.part_entries(root) == {"k": {"key": "k", "n": 5}}
+    np.testing.assert_array_equal(parts.read_part(root, "k")["x"], np.arange(5))
+    # mixed dtypes, (N, 19, 3) rows, empty arrays; row slices read only those rows
+    cube = np.arange(7 * 19 * 3, dtype=np.float32).reshape(7, 19, 3)
+    assert parts.write_part(root, "m", {"p": cube, "e": np.arange(7, dtype=np.uint8), "z": np.zeros(0)}, {"key": "m"})
+    got = parts.read_part(root, "m", ["p", "e"], rows=slice(2, 5))
+    np.testing.assert_array_equal(got["p"], cube[2:5])
+    np.testing.assert_array_equal(got["e"], np.arange(2, 5, dtype=np.uint8))
+    assert parts.read_part(root, "m", ["z"])["z"].shape == (0,)
+    assert list(parts.part_layout(root, "m")) == ["p", "e", "z"]
     with pytest.raises(ConfigError, match="fileset file not found"):
         process("dijet", str(tmp_path / "none.json"), str(tmp_path / "s.zarr"))
 
