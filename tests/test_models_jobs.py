@@ -208,7 +208,7 @@ def test_per_jet_methods_train_and_score_as_jobs(jet_store, tmp_path):
     assert set(walls) == {"vaeqr", "tagntrain", "quak"}
     print({k: round(r["max_sic"], 2) for k, r in results.items()})
     n = _store.n_rows(jet_store, "dijet")
-    for method, threshold in {"vaeqr": 2, "tagntrain": 3, "quak": 3}.items():
+    for method, threshold in {"vaeqr": 4, "tagntrain": 5, "quak": 5}.items():   # measured ≈ 14 each
         r = results[f"{method}__3300_3700"]
         assert r["evaluated_on"] == "test" and r["max_sic"] > threshold, (method, r)
         s = _store.read_scores(jet_store, "dijet", f"{method}__3300_3700")
