@@ -138,6 +138,9 @@ def pipeline_stage(cfg, ctx) -> dict:
     for eps, best in res["best"].items():
         figures[f"best_window_eps{eps}"] = f"{best['sr'][0]:.0f}-{best['sr'][1]:.0f}"
         figures[f"local_significance_eps{eps}"] = round(best["significance"], 2)
+        w = next(w for w in res["windows"] if w["efficiency"] == float(eps) and w["sr"] == best["sr"])
+        figures[f"best_window_chi2_ndf_eps{eps}"] = round(w["chi2_ndf"], 2)
+        figures[f"best_window_fit_range_eps{eps}"] = f"{w['fit_range'][0]:.0f}-{w['fit_range'][1]:.0f}"
         if eps in res["global"]:
             g = res["global"][eps]
             figures[f"global_significance_eps{eps}"] = round(g["significance"], 2)

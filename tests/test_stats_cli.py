@@ -118,6 +118,10 @@ def test_pipeline_stage_returns_figures_plots_artefacts(store, tmp_path):
     out = pipeline_stage(cfg, RunContext(cfg, "<test>"))
     assert out["figures"]["best_window_eps0.05"] in {"3200-3600", "3400-3800"}
     assert out["figures"]["global_npe"] == 50 and "limit_exp_m3500" in out["figures"]
+    assert 0 < out["figures"]["best_window_chi2_ndf_eps0.05"] < 3.0
+    # every event is scored, so the fit spans the whole configured range (1.8-7 TeV, data-clamped)
+    lo, hi = map(float, out["figures"]["best_window_fit_range_eps0.05"].split("-"))
+    assert lo < 1850 and hi > 6000
     assert all(Path(p).is_absolute() and Path(p).exists() for p in out["plots"])
     assert Path(out["artefacts"]["scan"]).parent == (tmp_path / "stats").resolve()
     json.dumps(out)
