@@ -8,6 +8,12 @@ Every stage is keyed by a hash of its own config section, the keys of the stages
 the lhcad version (:func:`stage_keys`). A finished stage leaves ``<workdir>/.stages/<stage>.json``
 with its key and result; a rerun skips a stage whose key is unchanged, so a changed config
 recomputes only what depends on it.
+
+``store`` may be a local path or an fsspec URL (``s3://bucket/run/store.zarr``: zarr's FsspecStore;
+credentials and endpoint from the usual variables, e.g. ``AWS_ACCESS_KEY_ID`` and
+``AWS_ENDPOINT_URL_S3``). ``workdir`` may be a URL too: stages then work in a local copy
+(:func:`staging_dir`), which is filled from the URL before the run (so a run on another machine
+resumes) and uploaded to it after every finished stage (:func:`push_workdir`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import hashlib
 import importlib
 import json
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -119,8 +126,90 @@ def _done(cfg: _config.PipelineConfig, stage: str, key: str) -> dict | None:
     return record.get("result") if record.get("key") == key else None
 
 
+# ----------------------------------------------------------------------- workdir at an fsspec URL
+def is_url(path: str) -> bool:
+    return "://" in str(path)
+
+
+def staging_dir(url: str) -> Path:
+    """The local working copy of a workdir URL: ``$XDG_CACHE_HOME/lhcad/workdirs/<hash of url>``."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "lhcad" / "workdirs" / hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def _url_fs(url: str):
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    return fs, root.rstrip("/")
+
+
+def pull_workdir(url: str, local: Path, only: str = "") -> int:
+    """Download the files under ``url`` (below ``only``) that ``local`` lacks or holds at another
+    size; stage markers always. Returns the number of files copied."""
+    fs, root = _url_fs(url)
+    if not fs.exists(root):
+        return 0
+    copied = 0
+    for path, info in fs.find(f"{root}/{only}".rstrip("/"), detail=True).items():
+        rel = path[len(root) + 1:]
+        dest = local / rel
+        if rel.startswith(".stages/") or not dest.is_file() or dest.stat().st_size != info.get("size"):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(path, str(dest))
+            copied += 1
+    return copied
+
+
+def push_workdir(local: Path, url: str, since_ns: int = 0, always: tuple[str, ...] = ("run.log",)) -> int:
+    """Upload the files of ``local`` modified since ``since_ns`` (``time.time_ns()``), missing under
+    ``url`` or named in ``always`` to ``url``. Returns the number of files copied."""
+    fs, root = _url_fs(url)
+    remote = set(fs.find(root)) if fs.exists(root) else set()
+    copied = 0
+    for path in sorted(local.rglob("*")):
+        if not path.is_file() or path.suffix == ".tmp":
+            continue
+        target = f"{root}/{path.relative_to(local).as_posix()}"
+        if path.stat().st_mtime_ns >= since_ns or target not in remote or path.name in always:
+            fs.put_file(str(path), target)
+            copied += 1
+    return copied
+
+
+def _rebase(obj: Any, old: str, new: str) -> Any:
+    """``obj`` with every string path under ``old`` moved under ``new``."""
+    if isinstance(obj, dict):
+        return {k: _rebase(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_rebase(v, old, new) for v in obj]
+    if isinstance(obj, str) and obj.startswith(old):
+        return new.rstrip("/") + obj[len(old):]
+    return obj
+
+
+def _local_config(cfg: _config.PipelineConfig, only: str = "") -> _config.PipelineConfig:
+    """``cfg`` itself for a local workdir; for a URL, a copy pointing at the local working copy,
+    filled from the URL first (everything, or just the files below ``only``)."""
+    if not is_url(cfg.workdir):
+        return cfg
+    local = staging_dir(cfg.workdir)
+    local.mkdir(parents=True, exist_ok=True)
+    error = None
+    try:
+        n = pull_workdir(cfg.workdir, local, only)
+    except (ImportError, ValueError, OSError) as exc:  # unknown protocol, missing fsspec backend, no access
+        error = " ".join(str(exc).split()) or type(exc).__name__
+    if error is not None:
+        raise _config.ConfigError(f"workdir: cannot read {cfg.workdir}: {error}")
+    if n:
+        log.info("workdir %s: %d files copied into the local working copy %s", cfg.workdir, n, local)
+    return cfg.model_copy(update={"workdir": str(local)})
+
+
 def plan(cfg: _config.PipelineConfig) -> list[dict[str, Any]]:
     """The ordered stages of a run: what each does, whether it is available and already done."""
+    cfg = _local_config(cfg, only=".stages")
     keys = stage_keys(cfg)
     rows = []
     for stage in _config.STAGES:
@@ -145,6 +234,8 @@ def _resolve(stage: str):
 
 def run(cfg: _config.PipelineConfig, config_path: str = "<config>", force: bool = False) -> dict[str, Any]:
     """Run every configured stage in order (skipping finished ones); returns the summary."""
+    url = cfg.workdir if is_url(cfg.workdir) else None
+    cfg = _local_config(cfg)
     rows = plan(cfg)
     missing = [r["stage"] for r in rows if not r["available"]]
     if missing:
@@ -172,6 +263,7 @@ def run(cfg: _config.PipelineConfig, config_path: str = "<config>", force: bool 
             continue
         console.rule(f"stage {stage}: {row['what']}")
         log_line(stage, "started", row["key"])
+        started_ns = time.time_ns()
         t0 = time.perf_counter()
         result = _resolve(stage)(cfg, ctx)
         timings[stage] = time.perf_counter() - t0
@@ -182,11 +274,17 @@ def run(cfg: _config.PipelineConfig, config_path: str = "<config>", force: bool 
         tmp.write_text(json.dumps({"key": row["key"], "result": result}, indent=1, default=str))
         tmp.replace(marker)  # atomic: a killed stage leaves no marker and reruns
         log_line(stage, "done", row["key"], f" wall_s={timings[stage]:.1f}")
-    summary = {"config": config_path, "lhcad_version": lhcad.__version__,
-               "workdir": str(ctx.workdir.resolve()), "store": str(cfg.store), "stage_wall_s": timings,
-               "stages": ctx.summary}
+        if url:
+            push_workdir(ctx.workdir, url, started_ns)
+    workdir = str(ctx.workdir.resolve())
+    summary = {"config": config_path, "lhcad_version": lhcad.__version__, "workdir": url or workdir,
+               "store": str(cfg.store), "stage_wall_s": timings,
+               "stages": _rebase(ctx.summary, workdir, url) if url else ctx.summary}
+    written_ns = time.time_ns()
     out = ctx.workdir / "summary.json"
     out.write_text(json.dumps(summary, indent=2, default=str))
+    if url:
+        push_workdir(ctx.workdir, url, written_ns)
     return summary
 
 
@@ -240,7 +338,7 @@ def run_command(
                       f" ({cfg.cluster.workers} workers × {cfg.cluster.threads_per_worker} threads)")
         return
     summary = run(cfg, str(config), force=force)
-    console.print(f"summary: {Path(cfg.workdir) / 'summary.json'} ({len(summary['stages'])} stages)")
+    console.print(f"summary: {summary['workdir'].rstrip('/')}/summary.json ({len(summary['stages'])} stages)")
     report = summary["stages"].get("report", {}).get("artefacts", {}).get("report")
     if report:
         console.print(f"report:  {report}")

@@ -168,31 +168,66 @@ def s3_bucket():
         server.stop()
 
 
-def test_store_at_an_s3_url(s3_bucket, clean_run, tmp_path, monkeypatch):
+def test_store_and_workdir_at_s3_urls(s3_bucket, clean_run, tmp_path, monkeypatch):
     import numpy as np
 
     from lhcad.store import read_columns, read_scores
 
     fs, bucket = s3_bucket
-    url = f"s3://{bucket}/small/store.zarr"
+    store, workdir = f"s3://{bucket}/small/store.zarr", f"s3://{bucket}/small/results"
     monkeypatch.chdir(tmp_path)  # a URL mistaken for a relative path would appear here
-    cfg = small_config(tmp_path / "results", store=url)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the workdir's local working copy
+    data = yaml.safe_load(SMALL.read_text())
+    data.update(store=store, workdir=workdir)
+    cfg = validate(data, str(SMALL))
     summary = pipeline.run(cfg, str(SMALL))
 
-    objects = fs.find(f"{bucket}/small/store.zarr")
+    objects = fs.find(f"{bucket}/small")
     prefix = f"{bucket}/small/store.zarr/dijet"
     assert f"{prefix}/mjj/zarr.json" in objects
     assert any(o.startswith(f"{prefix}/scores/cwola__3300_3700/c/") for o in objects)
     assert not any("/_parts/" in o for o in objects)  # the processors' chunk parts were consolidated
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
-    assert not (tmp_path / "results" / "store.zarr").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
     # the processors wrote the bucket's store; training, scoring and stats read it (scores written
-    # back): the figures are those of the run on a local store, and so is the store's content
-    assert summary["stages"]["process"]["artefacts"]["store"] == url
+    # back): the figures are those of the run with everything local, and so is the store's content
+    assert summary["stages"]["process"]["artefacts"]["store"] == store
     assert pipeline.reproducible(summary) == pipeline.reproducible(clean_run)
     local = clean_run["store"]
     for name in ("mjj", "mj1", "tau21_j2", "truth_label"):
-        np.testing.assert_array_equal(read_columns(url, "dijet", [name])[name],
+        np.testing.assert_array_equal(read_columns(store, "dijet", [name])[name],
                                       read_columns(local, "dijet", [name])[name])
-    np.testing.assert_array_equal(read_scores(url, "dijet", "cwola__3300_3700"),
+    np.testing.assert_array_equal(read_scores(store, "dijet", "cwola__3300_3700"),
                                   read_scores(local, "dijet", "cwola__3300_3700"))
+    # every artefact is in the bucket, paths in the summary point there
+    results = f"{bucket}/small/results"
+    for name in ("summary.json", "report.html", "run.log", ".stages/train.json", "stats/scan.json",
+                 "score/figures.json", "generated/dijet/fileset.json"):
+        assert f"{results}/{name}" in objects, name
+    assert any(o.startswith(f"{results}/train/3300_3700/cwola-") and o.endswith(".pt") for o in objects)
+    assert summary["stages"]["report"]["artefacts"]["report"] == f"{workdir}/report.html"
+    assert json.loads(fs.cat(f"{results}/summary.json")) == json.loads(json.dumps(summary, default=str))
+
+    # a fresh machine (no local working copy) resumes from the bucket: every stage is done
+    import shutil
+
+    shutil.rmtree(tmp_path / "cache")
+    assert all(row["done"] for row in pipeline.plan(cfg))
+    again = pipeline.run(cfg, str(SMALL))
+    assert pipeline.reproducible(again) == pipeline.reproducible(summary)
+    events = fs.cat(f"{results}/run.log").decode().split("\n")
+    assert sum(" skipped " in e for e in events) == 6
+
+
+def test_workdir_url_that_cannot_be_read_is_one_clear_error(tmp_path, capsys):
+    from lhcad.cli import main
+
+    data = yaml.safe_load(SMALL.read_text())
+    data.update(workdir="nosuchfs://bucket/results", store=str(tmp_path / "store.zarr"))
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", str(path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr()
+    text = " ".join((err.out + err.err).split())
+    assert "workdir: cannot read nosuchfs://bucket/results" in text and "nosuchfs" in text
