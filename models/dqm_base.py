@@ -60,6 +60,13 @@ class HistogramAE:
         self.mean_shape_ = X[ok].mean(axis=0) if ok.any() else np.full(X.shape[1], 1 / X.shape[1])
         self.scale_ = X[ok].std(axis=0) + 1e-4 if ok.any() else np.ones(X.shape[1])
         _, self.bin_weight_ = loss_weights(X, entries)
+        # Express the loss in Poisson χ²-per-bin units (≈ 1 for a residual at the statistical noise):
+        # the squared residuals of unit-area fractions are ~1e-6, and at that scale Adam's ε (1e-8)
+        # swamps the gradients — the network then never moves from its initial constant output and
+        # "reconstructs" every LS as the mean shape (what the first version did: its scores were
+        # distances to the average LS, which depend on pile-up, not reconstruction errors).
+        n_mean = max(float(entries[ok].mean()) if ok.any() else 1.0, 1.0)
+        self.loss_scale_ = float(n_mean * np.mean(1.0 / (self.mean_shape_ + 1.0 / n_mean)) / self.bin_weight_.mean())
 
     def _tensors(self):
         dev = _device(self.device)
@@ -77,7 +84,7 @@ class HistogramAE:
     def _loss(self, x, w) -> torch.Tensor:
         _, _, bw, _ = self._tensors_cache
         r = self._forward(x)
-        per_ls = (((x - r) ** 2) * bw).mean(dim=-1)
+        per_ls = (((x - r) ** 2) * bw).mean(dim=-1) * getattr(self, "loss_scale_", 1.0)
         return (per_ls * w).sum() / w.sum().clamp_min(1e-9)
 
     def fit(self, X: np.ndarray, entries: np.ndarray | None = None, groups: np.ndarray | None = None):
