@@ -322,10 +322,15 @@ class DQMConfig(_Strict):
     reference_runs: list[int] = Field(default_factory=list, description="GOOD reference runs to train on")
     holdout_fraction: float = Field(0.34, gt=0, lt=1, description="GOOD LSs held out for calibration")
     false_flag_rate: float = Field(1e-3, gt=0, lt=1)
+    threshold_confidence: float | None = Field(
+        0.9, gt=0, lt=1, description="P(true false-flag rate <= false_flag_rate) of the conformal threshold; "
+        "null = the (n+1) conformal quantile (mean rate <= target); too few held-out LSs: tail fit")
     min_entries: int = Field(20, ge=0, description="fewer entries: LS marked low_stats")
     low_stats: Literal["exclude", "keep"] = Field("exclude", description="certify low-stats LSs or not")
+    run_test: Literal["chi2", "ks"] = Field(
+        "chi2", description="run-level test of the kept LSs vs the GOOD reference: binned χ² or Kolmogorov-Smirnov")
     run_test_alpha: float = Field(1e-3, gt=0, lt=1, description="p-value below which a run is BAD")
-    run_test_syst: float = Field(0.05, ge=0, description="relative per-bin systematic in the run χ² test")
+    run_test_syst: float = Field(0.05, ge=0, description="relative per-bin systematic in the run test")
     max_flagged_fraction: float = Field(0.5, gt=0, le=1, description="more flagged LSs: run BAD")
     dense_hidden: int = Field(32, ge=1)
     dense_latent: int = Field(4, ge=1)

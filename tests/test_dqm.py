@@ -11,7 +11,7 @@ import pytest
 from coffea.lumi_tools import LumiData, LumiMask
 from scipy import stats
 
-from lhcad.dqm.calibrate import calibrate_threshold
+from lhcad.dqm.calibrate import calibrate_combined, calibrate_threshold, min_holdout
 from lhcad.dqm.certify import run_test, to_golden, write_golden
 from lhcad.dqm.evaluate import read_truth
 from lhcad.dqm.lumi import certified_lumi
@@ -93,29 +93,48 @@ def _pu_hists(rng, pu, n_events=300, scale=1.0):
     return np.array([np.histogram(rng.poisson(0.7 * p * scale, n_events), 40, (0, 80))[0] for p in pu])
 
 
-def test_run_test_conditions_matched_null_and_sensitivity():
+@pytest.mark.parametrize("test", ["chi2", "ks"])
+def test_run_test_conditions_matched_null_and_sensitivity(test):
     rng = np.random.default_rng(0)
     ref_pu = rng.uniform(30, 60, 1500)
     ref = _pu_hists(rng, ref_pu)
     pvals = []
     for _ in range(60):
         pu = rng.uniform(35, 55, 60)
-        chi2, ndf, p, n_tested = run_test(_pu_hists(rng, pu), ref, cond=pu, ref_cond=ref_pu)
+        chi2, ndf, p, n_tested = run_test(_pu_hists(rng, pu), ref, cond=pu, ref_cond=ref_pu, test=test)
         assert n_tested == 60 and ndf > 5
         pvals.append(p)
     pvals = np.array(pvals)
-    # GOOD runs at pile-ups the reference covers pass (the +1 regularisation makes it conservative)
+    # GOOD runs at pile-ups the reference covers pass (χ²: the +1 regularisation, KS: the binning
+    # make them conservative)
     assert (pvals < 1e-3).sum() == 0 and np.median(pvals) > 0.2
     # a 10 % shift in the vertex count over a whole run is found...
     pu = rng.uniform(35, 55, 60)
-    assert run_test(_pu_hists(rng, pu, scale=1.1), ref, cond=pu, ref_cond=ref_pu)[2] < 1e-6
+    assert run_test(_pu_hists(rng, pu, scale=1.1), ref, cond=pu, ref_cond=ref_pu, test=test)[2] < 1e-6
     # ...and without matching pile-up the GOOD run itself would look BAD (why matching is needed)
     pu_hi = rng.uniform(54, 58, 60)
-    assert run_test(_pu_hists(rng, pu_hi), ref, cond=pu_hi, ref_cond=ref_pu)[2] > 1e-3
-    assert run_test(_pu_hists(rng, pu_hi), ref)[2] < 1e-6
+    assert run_test(_pu_hists(rng, pu_hi), ref, cond=pu_hi, ref_cond=ref_pu, test=test)[2] > 1e-3
+    assert run_test(_pu_hists(rng, pu_hi), ref, test=test)[2] < 1e-6
     # pile-up the reference does not cover: no test rather than a wrong one
     pu_out = np.full(20, 90.0)
-    assert run_test(_pu_hists(rng, pu_out), ref, cond=pu_out, ref_cond=ref_pu)[3] == 0
+    assert run_test(_pu_hists(rng, pu_out), ref, cond=pu_out, ref_cond=ref_pu, test=test)[3] == 0
+
+
+def test_run_test_ks_and_chi2_differ_where_documented():
+    """A hot bin (a spike in one bin of many) is what χ² sees and KS barely does; KS is exact on
+    a whole-distribution shift; an unknown test name is an error."""
+    rng = np.random.default_rng(4)
+    shape = np.exp(-np.linspace(0, 4, 50))
+    shape /= shape.sum()
+    ref = rng.multinomial(2000, shape, size=800)
+    hot = rng.multinomial(2000, shape, size=50).astype(float)
+    hot[:, 25] += 15  # +15 entries per LS in one tail bin (expected ~4)
+    assert run_test(hot, ref, syst=0.0, test="chi2")[2] < 1e-6
+    assert run_test(hot, ref, syst=0.0, test="ks")[2] > 1e-3
+    shifted = rng.multinomial(2000, np.roll(shape, 1), size=50)
+    assert run_test(shifted, ref, test="ks")[2] < 1e-6
+    with pytest.raises(ValueError, match="chi2 or 'ks'|'chi2' or 'ks'"):
+        run_test(hot, ref, test="anderson")
 
 
 def test_threshold_false_flag_rate_on_fresh_good_scores():
@@ -123,15 +142,60 @@ def test_threshold_false_flag_rate_on_fresh_good_scores():
     hold = rng.chisquare(20, 50_000) / 20
     fresh = rng.chisquare(20, 200_000) / 20
     t = calibrate_threshold(hold, 1e-3)
-    assert t.method == "empirical"
-    assert 0.5e-3 < np.mean(fresh >= t.threshold) < 2e-3
+    assert t.method == "conformal-ucb" and t.confidence == 0.9 and t.rate_upper <= 1e-3
+    assert 0.5e-3 < np.mean(fresh >= t.threshold) <= 1.2e-3
     # few held-out LSs: tail fit, conservative but not absurd
     t_small = calibrate_threshold(hold[:400], 1e-3)
-    assert t_small.method == "tail-fit"
+    assert t_small.method == "tail-fit" and t_small.rate_upper is None
     assert np.mean(fresh >= t_small.threshold) < 3e-3
     assert t_small.threshold < 3 * t.threshold
     with pytest.raises(ValueError, match="held-out"):
         calibrate_threshold(hold[:5], 1e-3)
+
+
+@pytest.mark.parametrize("confidence", [None, 0.9])
+def test_conformal_threshold_coverage_over_calibration_sets(confidence):
+    """The true false-flag rate of thresholds from many calibration sets of the minimal size:
+    mean ≤ α for the (n+1) quantile; ≤ α in ≥ 90 % of the sets for the upper confidence bound."""
+    alpha, df = 1e-3, 8
+    n = min_holdout(alpha, confidence)
+    assert n == (999 if confidence is None else 2302)
+    rng = np.random.default_rng(5)
+    rates = []
+    for _ in range(400):
+        t = calibrate_threshold(rng.chisquare(df, n), alpha, confidence=confidence)
+        assert t.method.startswith("conformal")
+        rates.append(stats.chi2.sf(t.threshold, df))  # exact rate on fresh GOOD LSs
+    rates = np.array(rates)
+    if confidence is None:
+        assert rates.mean() <= 1.15e-3  # E[rate] = 1/(n+1) = 1e-3 (±5 % statistical)
+        assert np.mean(rates > alpha) > 0.25  # ...but single thresholds are often above it
+    else:
+        assert np.mean(rates <= alpha) >= 0.86  # 0.9 expected, binomial σ 0.015
+    # one LS fewer than needed: no finite conformal quantile → tail fit
+    assert calibrate_threshold(rng.chisquare(df, n - 1), alpha, confidence=confidence).method == "tail-fit"
+
+
+def test_combined_calibration_controls_the_any_me_rate():
+    """Correlated MEs: one joint threshold on max(s/q) gives the target rate of LSs flagged by any ME;
+    Bonferroni (α / n_ME per ME) is conservative here."""
+    rng = np.random.default_rng(2)
+    n_me, alpha = 4, 1e-3
+
+    def sample(n):
+        common = rng.chisquare(6, (n, 1))
+        return (common + rng.chisquare(6, (n, n_me))) / 12 * np.array([1.0, 2.0, 0.5, 3.0])
+
+    hold, fresh = sample(40_000), sample(400_000)
+    t, q = calibrate_combined(hold, alpha, confidence=None)
+    assert t.method == "conformal" and q.shape == (n_me,)
+    any_rate = np.mean((fresh >= t.threshold * q).any(axis=1))
+    assert 0.7e-3 < any_rate < 1.3e-3
+    bonf = np.array([np.quantile(hold[:, m], 1 - alpha / n_me) for m in range(n_me)])
+    assert np.mean((fresh >= bonf).any(axis=1)) < any_rate
+    with_nan = hold.copy()
+    with_nan[::7, 2] = np.nan  # an ME without a score for some LSs: the others decide
+    assert calibrate_combined(with_nan, alpha)[0].n_holdout == len(hold)
 
 
 @pytest.mark.parametrize("n", [15, 300, 20000])

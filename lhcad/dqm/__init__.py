@@ -8,7 +8,7 @@ The procedure, top to bottom (one module per step):
    reference runs; their per-LS score is a Poisson-aware reconstruction error (:mod:`lhcad.dqm.score`).
 3. :mod:`lhcad.dqm.calibrate` — the flagging threshold at a chosen false-flag rate on held-out GOOD LSs.
 4. :mod:`lhcad.dqm.certify` — flag LSs, remove them, test the rest of the run against the GOOD
-   reference (χ² homogeneity test) → GOOD / RECOVERED / BAD per ME and combined; golden JSON.
+   reference (χ² or Kolmogorov-Smirnov test, ``dqm.run_test``) → GOOD / RECOVERED / BAD per ME and combined; golden JSON.
 5. :mod:`lhcad.dqm.lumi` — certified and recovered luminosity with ``coffea.lumi_tools.LumiData``.
 6. :mod:`lhcad.dqm.plots` — reconstruction error vs LS, input vs reconstruction for the worst LS.
 

@@ -7,7 +7,8 @@ For every monitor element (ME) and run:
    policy, ``"exclude"`` by default — never silently dropped);
 2. the flagged (and excluded) LSs are removed and the counts of the remaining LSs are summed into one
    run-level histogram;
-3. that histogram is compared with the GOOD reference by a **χ² test** (:func:`run_test`). The
+3. that histogram is compared with the GOOD reference by a **χ² test** (default) or a binned
+   **Kolmogorov-Smirnov test** (``run_test: ks``; :func:`run_test`, both documented there). The
    reference is *conditions-matched*: pile-up changes the MEs' shapes within and between runs, so
    every kept LS is represented by the mean shape of the ``k`` reference LSs with the closest average
    pile-up (the brilcalc CSV's ``avgpu``; without a CSV, the closest number of entries, ∝ luminosity
@@ -18,8 +19,8 @@ For every monitor element (ME) and run:
    test's p-value is below ``alpha``; otherwise **RECOVERED** if any LS was flagged, else **GOOD**.
 
 The **combined** verdict uses every ME at once: an LS is removed if any ME flags it at that ME's
-combined threshold (calibrated at ``false_flag_rate / n_ME``, Bonferroni, so the combined false-flag
-rate stays ≤ the target) or is low-stats in any ME; the remaining LSs are tested in every ME at
+combined threshold (calibrated jointly over the MEs so that the rate of LSs flagged by any ME is the
+target, :func:`lhcad.dqm.calibrate.calibrate_combined`) or is low-stats in any ME; the remaining LSs are tested in every ME at
 ``alpha / n_ME``. The certified LSs of GOOD and RECOVERED runs form the golden JSON
 (``{"run": [[first, last], ...]}``, the format ``coffea.lumi_tools.LumiMask`` reads).
 
@@ -49,7 +50,7 @@ class MEScores:
     counts: np.ndarray  # (n_LS, n_bins)
     score: np.ndarray  # (n_LS,)
     threshold: float  # at false_flag_rate (per-ME verdicts)
-    threshold_combined: float  # at false_flag_rate / n_ME (combined verdict)
+    threshold_combined: float  # joint calibration over the MEs (combined verdict)
     reference: np.ndarray  # (n_ref, n_bins) counts of the GOOD reference LSs
     cond: np.ndarray | None = None  # (n_LS,) pile-up per LS (brilcalc avgpu); None: use entries
     ref_cond: np.ndarray | None = None  # (n_ref,) the same for the reference LSs
@@ -63,8 +64,8 @@ class RunVerdict:
     flagged: list[int] = field(default_factory=list)
     low_stats: list[int] = field(default_factory=list)
     certified: list[int] = field(default_factory=list)
-    chi2: dict[str, float] = field(default_factory=dict)  # per ME
-    ndf: dict[str, int] = field(default_factory=dict)
+    chi2: dict[str, float] = field(default_factory=dict)  # per ME: the run test's statistic (χ² or KS D)
+    ndf: dict[str, int] = field(default_factory=dict)  # χ² ndf, or the KS effective size
     p_value: dict[str, float] = field(default_factory=dict)
     n_tested: dict[str, int] = field(default_factory=dict)  # LSs in the run test (reference covers them)
     reason: str = ""
@@ -80,6 +81,7 @@ class CertifyOptions:
     alpha: float = 1e-3
     syst: float = 0.0
     max_flagged_fraction: float = 0.5
+    test: str = "chi2"  # or "ks" (see run_test)
 
 
 def matched_reference(entries: np.ndarray, reference: np.ndarray, k: int = 20, cond: np.ndarray | None = None,
@@ -134,14 +136,30 @@ def matched_reference(entries: np.ndarray, reference: np.ndarray, k: int = 20, c
 
 def run_test(counts: np.ndarray, reference: np.ndarray, syst: float = 0.0, k: int = 20,
              cond: np.ndarray | None = None, ref_cond: np.ndarray | None = None,
-             tolerance: float | None = 0.05) -> tuple[float, int, float, int]:
-    """χ² of a run's kept LSs (``counts`` (n_LS, n_bins)) against the conditions-matched reference.
+             tolerance: float | None = 0.05, test: str = "chi2") -> tuple[float, int, float, int]:
+    """Test a run's kept LSs (``counts`` (n_LS, n_bins)) against the conditions-matched reference.
 
-    ``χ² = Σ_b (n_b − E_b)² / (E_b + Var E_b + (syst · E_b)² + 1)`` over bins with ``E_b + n_b > 0``
-    (the ``+ 1`` regularises bins the reference barely populates), ``ndf`` = those bins − 1 (the
-    expectation has the run's total), summed over the LSs whose conditions the reference covers.
-    Returns (χ², ndf, p-value, number of LSs tested); no LS covered → (nan, 0, nan, 0): no test.
+    The observed run-level histogram ``n_b`` (summed over the LSs whose conditions the reference
+    covers) is compared with the expectation ``E_b`` of :func:`matched_reference` (variance ``V_b``):
+
+    ``test="chi2"``: ``χ² = Σ_b (n_b − E_b)² / (E_b + V_b + (syst · E_b)² + 1)`` over bins with
+    ``E_b + n_b > 0`` (the ``+ 1`` regularises bins the reference barely populates), ``ndf`` = those
+    bins − 1 (the expectation has the run's total); p from the χ² distribution. Sensitive to any
+    bin, including isolated spikes (hot channels).
+
+    ``test="ks"``: binned two-sample Kolmogorov-Smirnov, ``D = max_b |F_n(b) − F_E(b)|`` of the
+    cumulative fractions in bin order. The reference's size is its effective number of entries
+    ``m = (Σ E)² / Σ (V_b + (syst · E_b)²)`` (its Poisson fluctuations and the systematic both shrink
+    it), ``n_eff = n m / (n + m)``; p = ``scipy.stats.kstwo.sf(D, n_eff)``. Binning makes it
+    conservative (p-values larger than for unbinned data). Sensitive to shifts of the bulk (scale,
+    pile-up), blind to a change that keeps the cumulative shape (e.g. one hot bin among many). For
+    multi-dimensional MEs it uses the flattened (row-major) bin order — use χ² for those. Returns
+    ``(D, n_eff, p, n_tested)``.
+
+    Returns (statistic, ndf or n_eff, p-value, number of LSs tested); no LS covered → (nan, 0, nan, 0).
     """
+    if test not in ("chi2", "ks"):
+        raise ValueError(f"run_test: test must be 'chi2' or 'ks', got {test!r}")
     counts = np.asarray(counts, float)
     if counts.size == 0 or counts.sum() <= 0:
         return float("nan"), 0, float("nan"), 0
@@ -149,6 +167,12 @@ def run_test(counts: np.ndarray, reference: np.ndarray, syst: float = 0.0, k: in
     if not matched.any():
         return float("nan"), 0, float("nan"), 0
     obs = counts[matched].sum(axis=0)
+    if test == "ks":
+        n = obs.sum()
+        m = exp.sum() ** 2 / max(float((var + (syst * exp) ** 2).sum()), 1e-12)
+        d = float(np.abs(np.cumsum(obs) / n - np.cumsum(exp) / exp.sum()).max())
+        n_eff = max(1, int(round(n * m / (n + m))))
+        return d, n_eff, float(stats.kstwo.sf(d, n_eff)), int(matched.sum())
     ok = (exp + obs) > 0
     chi2 = float(((obs[ok] - exp[ok]) ** 2 / (exp[ok] + var[ok] + (syst * exp[ok]) ** 2 + 1.0)).sum())
     ndf = int(ok.sum() - 1)
@@ -213,7 +237,8 @@ def certify_me(s: MEScores, opts: CertifyOptions) -> dict[int, RunVerdict]:
         low = (entries[rows] < opts.min_entries) & ~flagged
         kept = ~flagged & (~low if opts.low_stats == "exclude" else True)
         cond = None if s.cond is None else s.cond[rows][kept]
-        tests = {s.me: run_test(s.counts[rows][kept], s.reference, opts.syst, cond=cond, ref_cond=s.ref_cond)} if kept.any() else {}
+        tests = {s.me: run_test(s.counts[rows][kept], s.reference, opts.syst, cond=cond, ref_cond=s.ref_cond,
+                                test=opts.test)} if kept.any() else {}
         out[int(run)] = _verdict(run, s.lumi[rows], ~kept, flagged, low, kept, tests, opts.alpha,
                                  opts.max_flagged_fraction)
     return out
@@ -263,7 +288,8 @@ def certify_combined(scores: list[MEScores], opts: CertifyOptions) -> tuple[dict
                 sel = row[rows][kept]
                 sel = sel[sel >= 0]
                 tests[s.me] = run_test(s.counts[sel], s.reference, opts.syst,
-                                       cond=None if s.cond is None else s.cond[sel], ref_cond=s.ref_cond)
+                                       cond=None if s.cond is None else s.cond[sel], ref_cond=s.ref_cond,
+                                       test=opts.test)
         v = _verdict(r, lumi[rows], ~kept, flagged, low, kept, tests, opts.alpha / n_me, opts.max_flagged_fraction)
         out[int(r)] = v
         if v.verdict != "BAD":

@@ -93,6 +93,9 @@ def train_cmd(
             t = info["threshold"]
             typer.echo(f"{kind:5s} {name:20s} threshold {t['threshold']:.3g} ({t['method']}, "
                        f"{info['n_holdout']} held-out GOOD LSs)")
+        c = calib["combined"][kind]
+        typer.echo(f"{kind:5s} combined (any ME) joint threshold {c['threshold']:.3g} ({c['method']}, "
+                   f"{c['n_holdout']} held-out GOOD LSs)")
     typer.echo(f"wrote {out / workflow.CALIBRATION}")
 
 
@@ -123,6 +126,7 @@ def certify_cmd(
     out: OutOpt,
     lumi_csv: Annotated[Optional[str], typer.Option(help="brilcalc per-LS CSV for the luminosity.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Which AE's flags certify (dense | lstm).")] = None,
+    run_test: Annotated[Optional[str], typer.Option(help="Run-level test vs the GOOD reference: chi2 | ks.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Flag LSs, test the rest of each run against the reference → GOOD/RECOVERED/BAD, golden JSON."""
@@ -131,7 +135,7 @@ def certify_cmd(
     _check_store(store)
     calib = workflow.load_calibration(models)
     dqm, _ = _configs(config, None, None, models=list(calib["models"]), model=model,
-                      false_flag_rate=calib["false_flag_rate"])
+                      false_flag_rate=calib["false_flag_rate"], run_test=run_test)
     if dqm.model not in calib["models"]:
         dqm = dqm.model_copy(update={"model": next(iter(calib["models"]))})
     with _user_errors():

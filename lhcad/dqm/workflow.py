@@ -8,8 +8,15 @@
 
 Reference LSs (the GOOD runs the AEs learn from) come from a golden JSON (read with
 ``coffea.lumi_tools.LumiMask``) and/or a list of runs. Held-out GOOD LSs for calibration: a fraction
-``holdout_fraction`` of the reference runs (evenly spaced) when there are at least three, else the last
-``holdout_fraction`` of each run's LSs.
+``holdout_fraction`` of the reference runs when there are at least three — whole runs, so that the
+held-out LSs differ from the training LSs as much as a new run does (an LS-level split would let the AE
+learn the very conditions it is calibrated on, and the threshold would come out too low for new runs),
+spread evenly over the runs ordered by their mean entries per LS (∝ luminosity ∝ pile-up, which shapes
+the MEs), the same runs for every ME — else the last ``holdout_fraction`` of each run's LSs.
+
+Thresholds (:mod:`lhcad.dqm.calibrate`): per ME a conformal threshold on its held-out scores; for the
+combined verdict one joint threshold on ``max_ME score / scale`` over the held-out LSs, so that the
+combined false-flag rate (an LS flagged by any ME) is calibrated directly.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import numpy as np
 from lhcad.cluster import Cluster
 from lhcad.config import ConfigError, DQMConfig
 from lhcad.dqm import certify as _cert
-from lhcad.dqm.calibrate import calibrate_threshold
+from lhcad.dqm.calibrate import calibrate_combined, calibrate_threshold
 from lhcad.dqm.data import LSHistograms, list_mes, low_stats_mask, read_me
 from lhcad.store import StoreError, open_store
 
@@ -52,14 +59,32 @@ def reference_mask(h: LSHistograms, golden: str | None, runs: list[int] | None) 
     return mask
 
 
-def split_holdout(h: LSHistograms, ref: np.ndarray, holdout_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """(train, holdout) masks over ``h``'s LSs, both inside ``ref``."""
+def choose_holdout_runs(h: LSHistograms, ref: np.ndarray, holdout_fraction: float) -> list[int] | None:
+    """Reference runs held out for calibration (None: fewer than 3 runs, split inside the runs).
+
+    Runs are ordered by their mean entries per LS (luminosity, hence pile-up) and the held-out ones are
+    evenly spaced in that order, so that they span the conditions of the runs the AE learns from.
+    """
+    runs = np.unique(h.run[ref])
+    if len(runs) < 3:
+        return None
+    mean_entries = np.array([h.entries[ref & (h.run == r)].mean() for r in runs])
+    runs = runs[np.argsort(mean_entries, kind="stable")]
+    n_hold = min(len(runs) - 1, max(1, int(round(holdout_fraction * len(runs)))))
+    # centre the picks in n_hold equal slices of the ordering (both ends stay in training)
+    picks = np.unique(((np.arange(n_hold) + 0.5) * len(runs) / n_hold).astype(int).clip(0, len(runs) - 1))
+    return sorted(int(r) for r in runs[picks])
+
+
+def split_holdout(h: LSHistograms, ref: np.ndarray, holdout_fraction: float,
+                  holdout_runs: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(train, holdout) masks over ``h``'s LSs, both inside ``ref`` (see :func:`choose_holdout_runs`)."""
     runs = np.unique(h.run[ref])
     hold = np.zeros(h.n_ls, bool)
-    if len(runs) >= 3:
-        n_hold = min(len(runs) - 1, max(1, int(round(holdout_fraction * len(runs)))))
-        hold_runs = runs[np.unique(np.linspace(len(runs) - 1, 0, n_hold).round().astype(int))]
-        hold = ref & np.isin(h.run, hold_runs)
+    if holdout_runs is None and len(runs) >= 3:
+        holdout_runs = choose_holdout_runs(h, ref, holdout_fraction)
+    if holdout_runs is not None:
+        hold = ref & np.isin(h.run, np.asarray(holdout_runs, np.int64))
     else:
         for r in runs:
             rows = np.flatnonzero(ref & (h.run == r))
@@ -103,6 +128,7 @@ class TrainTask:
     cfg: dict  # DQMConfig as a dict (plain data for Dask)
     n_me: int
     out: str
+    holdout_runs: list[int] | None = None  # the same for every ME (None: split inside the runs)
 
 
 def train_task(t: TrainTask) -> dict:
@@ -110,7 +136,7 @@ def train_task(t: TrainTask) -> dict:
     cfg = DQMConfig.model_validate(t.cfg)
     h = read_me(t.store, t.me)
     ref = reference_mask(h, cfg.reference, cfg.reference_runs)
-    train_m, hold_m = split_holdout(h, ref, cfg.holdout_fraction)
+    train_m, hold_m = split_holdout(h, ref, cfg.holdout_fraction, t.holdout_runs)
     ok = ~low_stats_mask(h.entries, cfg.min_entries)
     X, N = h.fractions, h.entries
     model = make_model(t.kind, cfg, threads=1)  # one thread per task: tasks run in parallel
@@ -122,11 +148,11 @@ def train_task(t: TrainTask) -> dict:
         model.fit(X[train_m], N[train_m], h.run[train_m])
         hold_scores = model.score_samples(X[hold_m], N[hold_m], h.run[hold_m])[ok[hold_m]]
     path = model.save(Path(t.out) / "models" / f"{t.me}__{t.kind}.pt")
-    thr = calibrate_threshold(hold_scores, cfg.false_flag_rate)
-    thr_comb = calibrate_threshold(hold_scores, cfg.false_flag_rate / t.n_me)
+    thr = calibrate_threshold(hold_scores, cfg.false_flag_rate, confidence=cfg.threshold_confidence)
+    hold_keys = h.run[hold_m & ok] * (1 << 32) + h.lumi[hold_m & ok]
     return {
         "me": t.me, "model": t.kind, "path": str(path),
-        "threshold": thr.to_dict(), "threshold_combined": thr_comb.to_dict(),
+        "threshold": thr.to_dict(), "hold_keys": hold_keys, "hold_scores": np.asarray(hold_scores, float),
         "n_train": int((train_m & ok).sum()), "n_holdout": int((hold_m & ok).sum()),
         "train_runs": sorted(int(r) for r in np.unique(h.run[train_m])),
         "holdout_runs": sorted(int(r) for r in np.unique(h.run[hold_m])),
@@ -175,14 +201,41 @@ def train(store: str, out: str | Path, cfg: DQMConfig, cluster: Cluster) -> dict
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     mes = resolve_mes(store, cfg)
-    tasks = [TrainTask(store, me, kind, cfg.model_dump(), len(mes), str(out)) for me in mes for kind in cfg.models]
+    h0 = read_me(store, mes[0])
+    hold_runs = choose_holdout_runs(h0, reference_mask(h0, cfg.reference, cfg.reference_runs), cfg.holdout_fraction)
+    tasks = [TrainTask(store, me, kind, cfg.model_dump(), len(mes), str(out), hold_runs)
+             for me in mes for kind in cfg.models]
     results = cluster.map(train_task, tasks, desc="dqm train", key_prefix="dqm-train")
     calib = {"store": store, "false_flag_rate": cfg.false_flag_rate, "monitor_elements": mes,
-             "models": {}, "config": cfg.model_dump()}
+             "models": {}, "combined": {}, "config": cfg.model_dump()}
     for r in results:
         calib["models"].setdefault(r["model"], {})[r["me"]] = r
+    for kind, per_me in calib["models"].items():
+        calib["combined"][kind] = _calibrate_combined(per_me, cfg, out / "models" / f"holdout_scores__{kind}.npz")
     (out / CALIBRATION).write_text(json.dumps(calib, indent=1))
     return calib
+
+
+def _calibrate_combined(per_me: dict, cfg: DQMConfig, path: Path) -> dict:
+    """Joint threshold over the MEs (:func:`lhcad.dqm.calibrate.calibrate_combined`) on the held-out LSs.
+
+    Sets every ME's ``threshold_combined`` (joint threshold × the ME's scale); moves the held-out
+    scores out of ``per_me`` into ``path`` (an LS × ME matrix, NaN where an ME has no score).
+    """
+    mes = list(per_me)
+    held = {me: (per_me[me].pop("hold_keys"), per_me[me].pop("hold_scores")) for me in mes}
+    keys = np.unique(np.concatenate([k for k, _ in held.values()]))
+    matrix = np.full((len(keys), len(mes)), np.nan)
+    for j, me in enumerate(mes):
+        k, sc = held[me]
+        matrix[np.searchsorted(keys, k), j] = sc
+    thr, scale = calibrate_combined(matrix, cfg.false_flag_rate, confidence=cfg.threshold_confidence)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, keys=keys, scores=matrix, mes=np.asarray(mes))
+    for j, me in enumerate(mes):
+        per_me[me]["threshold_combined"] = {**thr.to_dict(), "threshold": float(thr.threshold * scale[j]),
+                                            "scale": float(scale[j]), "joint_threshold": thr.threshold}
+    return {**thr.to_dict(), "scales": dict(zip(mes, scale.tolist())), "holdout_scores": str(path)}
 
 
 def load_calibration(models_dir: str | Path) -> dict:
@@ -268,7 +321,7 @@ def certify(store: str, models_dir: str | Path, out: str | Path, cfg: DQMConfig,
     """Per-ME and combined verdicts with ``cfg.model``'s scores; writes golden JSONs, report, plots.
 
     Outputs under ``out``: ``certification.json`` (combined golden JSON), ``certification_<ME>.json``,
-    ``dqm_report.json`` (per run: combined and per-ME verdicts, flagged and low-stats LSs, χ² tests;
+    ``dqm_report.json`` (per run: combined and per-ME verdicts, flagged and low-stats LSs, run tests;
     luminosity), ``ls_table.csv`` (every LS: scores, entries, flags, certified), ``plots/``.
     """
     import pandas as pd
@@ -279,7 +332,7 @@ def certify(store: str, models_dir: str | Path, out: str | Path, cfg: DQMConfig,
     out.mkdir(parents=True, exist_ok=True)
     calib = load_calibration(models_dir)
     opts = _cert.CertifyOptions(cfg.min_entries, cfg.low_stats, cfg.run_test_alpha, cfg.run_test_syst,
-                                cfg.max_flagged_fraction)
+                                cfg.max_flagged_fraction, cfg.run_test)
     csv = lumi_csv or cfg.lumi_csv
     pileup = pileup_lookup(load_lumidata(csv)) if csv else None
     scores = me_scores(store, calib, cfg.model, pileup)
@@ -305,7 +358,7 @@ def certify(store: str, models_dir: str | Path, out: str | Path, cfg: DQMConfig,
     report: dict = {
         "model": cfg.model, "false_flag_rate": cfg.false_flag_rate,
         "monitor_elements": [s.me for s in scores], "low_stats_policy": cfg.low_stats,
-        "run_test": {"kind": "chi2 vs conditions-matched GOOD reference (k=20 nearest in "
+        "run_test": {"kind": f"{cfg.run_test} vs conditions-matched GOOD reference (k=20 nearest in "
                      + ("avgpu from the lumi CSV" if pileup else "entries") + ")", "alpha": cfg.run_test_alpha,
                      "syst": cfg.run_test_syst, "combined_alpha": cfg.run_test_alpha / len(scores)},
         "verdicts": _cert.verdict_counts(combined),
