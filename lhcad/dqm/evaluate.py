@@ -5,7 +5,7 @@ Truth (``truth.json`` of ``lhcad generate dqm``, or :mod:`lhcad.dqm.toy`) is rea
 
 Figures: ``ls_recall`` (fraction of truly faulty LSs flagged) overall and per fault kind;
 ``ls_false_flag_rate`` (fraction of LSs of GOOD runs flagged, outside the reference runs the models
-learnt from); ``true_recoverable_lumi_pb`` (luminosity of the fault-free LSs of BAD runs) vs
+learnt from, with its binomial 68 % interval and 95 % upper bound and the number of LSs); ``true_recoverable_lumi_pb`` (luminosity of the fault-free LSs of BAD runs) vs
 ``recovered_lumi_pb``.
 """
 
@@ -85,7 +85,12 @@ def evaluate(table: dict, truth: Truth, reference_runs=(), lumidata=None) -> dic
         out["n_faulty_ls_per_kind"][k] = int(sel.sum())
     good = np.isin(run, sorted(truth.good_runs)) & ~np.isin(run, list(reference_runs))
     out["n_good_ls_tested"] = int(good.sum())
+    out["n_good_ls_flagged"] = int(flagged[good].sum())
     out["ls_false_flag_rate"] = float(flagged[good].mean()) if good.any() else None
+    if good.any():
+        out.update(rate_interval(out["n_good_ls_flagged"], out["n_good_ls_tested"], "ls_false_flag_rate"))
+        out["false_flags_per_run"] = {str(int(r)): int(flagged[good & (run == r)].sum())
+                                      for r in np.unique(run[good]) if flagged[good & (run == r)].any()}
     bad_run_rows = np.isin(run, sorted(truth.bad_runs))
     clean_bad = bad_run_rows & ~faulty
     out["clean_ls_of_bad_runs_flagged"] = float(flagged[clean_bad].mean()) if clean_bad.any() else None
@@ -97,6 +102,21 @@ def evaluate(table: dict, truth: Truth, reference_runs=(), lumidata=None) -> dic
         rec = bad_run_rows & certified
         out["recovered_lumi_bad_runs_pb"] = lumi_of(lumidata, run[rec], lumi[rec])
     return out
+
+
+def rate_interval(k: int, n: int, name: str) -> dict:
+    """Binomial (Clopper-Pearson) uncertainty of a rate ``k / n``: the central 68 % interval and the
+    one-sided 95 % upper bound (0 of 3000 gives an upper bound of 1.0e-3).
+
+    >>> d = rate_interval(0, 2995, "r"); round(d["r_upper95"], 5)
+    0.001
+    """
+    from scipy import stats
+
+    lo = float(stats.beta.ppf(0.16, k, n - k + 1)) if k > 0 else 0.0
+    hi = float(stats.beta.ppf(0.84, k + 1, n - k)) if k < n else 1.0
+    up = float(stats.beta.ppf(0.95, k + 1, n - k)) if k < n else 1.0
+    return {f"{name}_ci68": [lo, hi], f"{name}_upper95": up}
 
 
 def spread_reference(good_runs, lumidata) -> list[int]:
