@@ -161,7 +161,8 @@ def import_adc2021(
     store : Zarr store path / URL or an open root group (created if missing).
     dataset : dataset name, e.g. ``sm``, ``ato4l``, ``lq_btau``, ``h0_tautau``, ``hch_taunu``,
         ``blackbox``.
-    chunk_rows : events read and written per step.
+    chunk_rows : events read and written per step; also the Zarr chunk length when the table is
+        created here, so every full step writes whole chunks (no read-modify-write).
     keys : HDF5 datasets to read from every file (default: ``Particles`` if present, else every
         derived key present, in the order ``X_train, X_test, X_val, Data``).
     truth_label : label for every imported event (default: :func:`infer_truth_label` of ``dataset``).
@@ -225,7 +226,7 @@ def import_adc2021(
                         del block
                         cols = {name: cols[name] if name in cols else np.full(n, np.nan, dtype=np.float32)
                                 for name in _store.L1_COLUMNS}
-                        _store.append_columns(root, "l1", _common.conform_columns(cols, dtypes))
+                        _store.append_columns(root, "l1", _common.conform_columns(cols, dtypes), chunk_rows=chunk_rows)
                         event += n
                         bar.advance(task, n)
             summary_files.append({"path": str(path.resolve()), "sha256": info["sha256"], "rows": info["rows"],

@@ -258,7 +258,8 @@ def import_lhco(
     store : Zarr store path / URL or an open root group (created if missing).
     dataset : dataset name (``data``, ``extra_bkg``, ``test``, ...).
     label_as_truth : store the file's ``label`` column as ``truth_label`` (else -1).
-    chunk_rows : rows read and written per step (peak memory ≈ chunk_rows × 0.3 kB).
+    chunk_rows : rows read and written per step (peak memory ≈ chunk_rows × 0.3 kB); also the Zarr
+        chunk length when the table is created here, so full steps write whole chunks.
     key : the pandas key when a file holds several tables (default: the only one, or ``/df``).
     cuts : apply the processor's dijet preselection (:class:`lhcad.config.DijetCutsConfig` or a
         mapping of its fields; ``None``: import every row). See "Preselection" above.
@@ -336,7 +337,7 @@ def import_lhco(
                         for cut in CUTFLOW:
                             flow[cut] += step[cut]
                     if len(cols["mjj"]):
-                        _store.append_columns(root, "dijet", _common.conform_columns(cols, dtypes))
+                        _store.append_columns(root, "dijet", _common.conform_columns(cols, dtypes), chunk_rows=chunk_rows)
                     kept += len(cols["mjj"])
                     bar.advance(task, n)
             entry = {"path": str(path.resolve()), "key": k, "sha256": info["sha256"],
