@@ -81,6 +81,10 @@ def main() -> int:
     ap.add_argument("--deploy", action="store_true", help="also run the firmware stage on the VAE")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--reuse", action="store_true", help="reuse an existing store in --workdir")
+    ap.add_argument("--keep-models", default="", help="comma-separated models to reuse from WORKDIR/models "
+                    "(with --reuse: not retrained and not rescored; their stored scores are evaluated as they are)")
+    ap.add_argument("--beta", type=float, default=None, help="β of the VAE and the IN-VAE (default: the class default)")
+    ap.add_argument("--vae-epochs", type=int, default=None, help="VAE epochs (default: --epochs)")
     args = ap.parse_args()
 
     from lhcad.models import l1_jobs
@@ -125,16 +129,26 @@ def main() -> int:
     from lhcad.cluster import open_cluster
     from lhcad.config import ClusterConfig
 
-    params = {"invae": {"epochs": args.invae_epochs}}
-    with open_cluster(ClusterConfig(type="futures" if len(models) > 1 else "iterative", workers=args.workers)) as cl:
-        l1_jobs.train(store, work / "models", models, epochs=args.epochs, max_train=args.max_train,
-                      invae_max_train=args.invae_max_train, params=params, cluster=cl)
+    params = {"invae": {"epochs": args.invae_epochs}, "vae": {}}
+    if args.beta is not None:
+        params["vae"]["beta"] = params["invae"]["beta"] = args.beta
+    if args.vae_epochs is not None:
+        params["vae"]["epochs"] = args.vae_epochs
+    keep = [m for m in args.keep_models.split(",") if m.strip()] if args.reuse else []
+    keep = [m for m in keep if (work / "models" / f"{m}.pt").exists()]
+    fit = [m for m in models if m not in keep]
+    if keep:
+        print(f"reusing trained models {keep} from {work / 'models'} (their stored scores are kept)")
+    if fit:
+        with open_cluster(ClusterConfig(type="futures" if len(fit) > 1 else "iterative", workers=args.workers)) as cl:
+            l1_jobs.train(store, work / "models", fit, epochs=args.epochs, max_train=args.max_train,
+                          invae_max_train=args.invae_max_train, params=params, cluster=cl)
     times["train_s"] = time.perf_counter() - t1
     t1 = time.perf_counter()
-    l1_jobs.score(store, work / "models")
+    l1_jobs.score(store, work / "models", names=fit, skip_training_rows=True)
     times["score_s"] = time.perf_counter() - t1
     t1 = time.perf_counter()
-    res = l1_jobs.evaluate(store, work / "models", work / "results", fprs=fprs)
+    res = l1_jobs.evaluate(store, work / "models", work / "results", fprs=fprs, latent_events=100_000)
     times["evaluate_s"] = time.perf_counter() - t1
 
     main_fpr = fprs[0]

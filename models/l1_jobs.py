@@ -104,26 +104,39 @@ def model_paths(models_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-def score(store: str, models_dir: str | Path, chunk: int = 500_000) -> dict[str, list[str]]:
-    """Score every l1 row with every model in ``models_dir``; write ``l1/scores/<name>__<kind>``."""
+def score(store: str, models_dir: str | Path, chunk: int = 500_000, names=None,
+          skip_training_rows: bool = False) -> dict[str, list[str]]:
+    """Score every l1 row with every model in ``models_dir`` (only ``names`` if given); write
+    ``l1/scores/<name>__<kind>``. With ``skip_training_rows`` the background rows the models were
+    trained on (``split.npz``) are not scored and hold NaN (evaluation uses only held-out rows)."""
     from lhcad.log import progress
     from lhcad.models.l1_base import load_model
     from lhcad.store import n_rows, open_store, read_columns, write_scores
 
     root = open_store(store, mode="a")
     n = n_rows(root, "l1")
+    keep = np.ones(n, dtype=bool)
+    if skip_training_rows:
+        keep[np.load(Path(models_dir) / "split.npz")["train_rows"]] = False
     written: dict[str, list[str]] = {}
     for name, path in model_paths(models_dir).items():
+        if names is not None and name not in names:
+            continue
         model = load_model(path)
         parts: dict[str, list] = {}
         with progress() as bar:
             task = bar.add_task(f"score {name}", total=n)
             for start in range(0, n, chunk):
-                p = read_columns(root, "l1", ["particles"], rows=slice(start, min(n, start + chunk)))["particles"]
-                for k, v in model.score_all(p).items():
-                    if k != "latent":
-                        parts.setdefault(k, []).append(v)
-                bar.advance(task, len(p))
+                stop = min(n, start + chunk)
+                sel = np.flatnonzero(keep[start:stop])
+                p = read_columns(root, "l1", ["particles"], rows=slice(start, stop))["particles"][sel]
+                res = model.score_all(p) if sel.size else {}
+                for k in model.score_kinds:
+                    full = np.full(stop - start, np.nan, dtype=np.float32)
+                    if sel.size:
+                        full[sel] = res[k]
+                    parts.setdefault(k, []).append(full)
+                bar.advance(task, stop - start)
         for kind, values in parts.items():
             write_scores(root, "l1", f"{name}__{kind}", np.concatenate(values), attrs={"model": str(path)})
         written[name] = sorted(parts)
