@@ -63,7 +63,7 @@ def test_processor_and_lhco_import_give_the_same_store_and_cathode_sic(tmp_path)
     # same events, same rows, same bits (the generator numbers events from 1, h5 rows from 0)
     report = compare_dijet_stores(processed, imported, event_offset=1, ulps=0)
     assert report["matched"] == report["rows"][0] == report["rows"][1] > 5000
-    assert report["aligned"] and report["equal"], {k: v for k, v in report["columns"].items() if v["bad"]}
+    assert report["aligned"] and report["features_equal"] and report["equal"], {k: v for k, v in report["columns"].items() if v["bad"]}
     assert set(report["columns"]) >= {"mjj", "mj1", "delta_m", "tau21_j1", "tau21_j2", "truth_label", "dataset"}
     assert "j1_msoftdrop" in report["not_in_other"]
 
