@@ -47,8 +47,8 @@ def check_hdf5(path: Path) -> None:
         raise ImporterError(f"{path}: not an HDF5 file (no HDF5 signature)")
 
 
-def sha256(path: Path, block: int = 1 << 22) -> str:
-    """SHA-256 of a file, read in 4 MiB blocks (constant memory)."""
+def sha256(path: Path, block: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks (constant memory)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(block):
