@@ -9,6 +9,7 @@ fast with one clear line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -94,10 +95,10 @@ def test_map_raises_when_retries_are_exhausted(local_cluster, tmp_path):
 
 
 # ------------------------------------------------------------- separate scheduler + 2 workers
-@pytest.fixture(scope="module")
-def scheduler_address(tmp_path_factory):
-    """A real ``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1."""
-    tmp = tmp_path_factory.mktemp("dask")
+@contextlib.contextmanager
+def loopback_dask(tmp: Path, workers: int = 2):
+    """A real ``dask scheduler`` and ``workers`` ``dask worker`` processes on 127.0.0.1 (they get
+    this process's environment); yields the scheduler address, kills them on exit."""
     sched_file = tmp / "scheduler.json"
     dask = str(Path(sys.executable).with_name("dask"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)]),
@@ -119,13 +120,13 @@ def scheduler_address(tmp_path_factory):
                 raise RuntimeError(f"dask scheduler did not start: {(tmp / 'scheduler-0.log').read_text()}")
             time.sleep(0.2)
         address = json.loads(sched_file.read_text())["address"]
-        for i in range(2):
+        for i in range(workers):
             start("worker", address, "--name", f"w{i}", "--nthreads", "1", "--no-nanny",
                   "--no-dashboard", "--memory-limit", "0", "--host", "127.0.0.1")
         from distributed import Client
 
         with Client(address, timeout=60) as client:
-            client.wait_for_workers(2, timeout=120)
+            client.wait_for_workers(workers, timeout=120)
         yield address
     finally:
         # Workers first, then the scheduler. SIGKILL: nothing to flush, and a graceful shutdown
@@ -133,6 +134,13 @@ def scheduler_address(tmp_path_factory):
         for proc in reversed(procs):
             proc.kill()
             proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def scheduler_address(tmp_path_factory):
+    """A real ``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1."""
+    with loopback_dask(tmp_path_factory.mktemp("dask")) as address:
+        yield address
 
 
 def test_dask_address_map_runs_on_the_external_workers(scheduler_address, tmp_path):

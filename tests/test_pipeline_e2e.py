@@ -8,7 +8,8 @@ reference; the other tests must reproduce its figures exactly (wall-clock figure
 * a run killed with SIGKILL during training and rerun resumes (finished stages skipped, finished
   per-task model artefacts reused) and ends with the clean run's summary;
 * the same config pointed at a real ``dask scheduler`` with two ``dask worker`` processes on
-  loopback (``cluster.type: dask-address``) runs its work on those workers.
+  loopback (``cluster.type: dask-address``), with its Zarr store and workdir in an S3 bucket (moto's
+  S3 server on loopback), runs its work on those workers and keeps everything in the bucket.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import yaml
 from lhcad import pipeline
 from lhcad.config import PipelineConfig, validate
 
-from test_cluster import scheduler_address  # noqa: F401  (module fixture: scheduler + 2 workers)
+from test_cluster import free_port, loopback_dask
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = REPO / "configs" / "small.yaml"
@@ -121,27 +122,6 @@ def test_run_killed_during_training_resumes_to_the_clean_summary(clean_run, tmp_
     assert pipeline.reproducible(on_disk) == pipeline.reproducible(clean_run)
 
 
-def test_small_pipeline_on_an_external_scheduler(scheduler_address, clean_run, tmp_path):  # noqa: F811
-    from distributed import Client
-
-    with Client(scheduler_address, timeout=30) as client:
-        before = client.run(lambda dask_worker: dask_worker.state.executed_count)
-    cfg = small_config(tmp_path / "results", type="dask-address", address=scheduler_address, timeout=30)
-    summary = pipeline.run(cfg, str(SMALL))
-    assert summary["stages"]["process"]["artefacts"]["store"] == cfg.store
-
-    with Client(scheduler_address, timeout=30) as client:
-        after = client.run(lambda dask_worker: dask_worker.state.executed_count)
-        prefixes = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
-    # the work ran on the two external workers: both executed tasks of this run
-    assert len(after) == 2
-    assert all(after[w] > before.get(w, 0) for w in after), (before, after)
-    # coffea chunks (the processor), training, scoring, scan windows and limits all went through it
-    assert {"DijetProcessor", "fit_task", "score_task", "analyse_window", "limit_for_mass"} <= set(prefixes)
-    # and the figures are those of the in-process run
-    assert pipeline.reproducible(summary) == pipeline.reproducible(clean_run)
-
-
 # ------------------------------------------------------------------ the store at an s3:// URL
 @pytest.fixture(scope="module")
 def s3_bucket():
@@ -149,8 +129,6 @@ def s3_bucket():
     from the standard AWS variables, as on a facility (``AWS_ENDPOINT_URL_S3`` for non-AWS S3)."""
     import s3fs
     from moto.server import ThreadedMotoServer
-
-    from test_cluster import free_port
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -168,8 +146,23 @@ def s3_bucket():
         server.stop()
 
 
-def test_store_and_workdir_at_s3_urls(s3_bucket, clean_run, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def facility(s3_bucket, tmp_path_factory):
+    """A real ``dask scheduler`` + two ``dask worker`` processes on loopback, started after the S3
+    variables are set, so the workers reach the bucket as the driver does."""
+    with loopback_dask(tmp_path_factory.mktemp("dask")) as address:
+        yield address
+
+
+def test_on_an_external_scheduler_with_store_and_workdir_in_s3(s3_bucket, facility, clean_run, tmp_path,
+                                                               monkeypatch):
+    """The chart's set-up, on loopback: ``cluster.type: dask-address`` and the store and workdir at
+    s3:// URLs. The processors' workers write their chunk parts into the bucket, the driver
+    consolidates them into the bucket's Zarr store, training / scoring / stats tasks read it."""
+    import shutil
+
     import numpy as np
+    from distributed import Client
 
     from lhcad.store import read_columns, read_scores
 
@@ -179,18 +172,31 @@ def test_store_and_workdir_at_s3_urls(s3_bucket, clean_run, tmp_path, monkeypatc
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the workdir's local working copy
     data = yaml.safe_load(SMALL.read_text())
     data.update(store=store, workdir=workdir)
+    data["cluster"].update(type="dask-address", address=facility, timeout=30)
     cfg = validate(data, str(SMALL))
+    with Client(facility, timeout=30) as client:
+        before = client.run(lambda dask_worker: dask_worker.state.executed_count)
+
     summary = pipeline.run(cfg, str(SMALL))
 
+    # the work ran on the two external workers: both executed tasks of this run, and the coffea
+    # chunks (the processor), training, scoring, scan windows and limits all went through them
+    with Client(facility, timeout=30) as client:
+        after = client.run(lambda dask_worker: dask_worker.state.executed_count)
+        prefixes = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
+    assert len(after) == 2
+    assert all(after[w] > before.get(w, 0) for w in after), (before, after)
+    assert {"DijetProcessor", "fit_task", "score_task", "analyse_window", "limit_for_mass"} <= set(prefixes)
+
+    # the store is in the bucket (and nowhere local), parts consolidated and removed
     objects = fs.find(f"{bucket}/small")
     prefix = f"{bucket}/small/store.zarr/dijet"
     assert f"{prefix}/mjj/zarr.json" in objects
     assert any(o.startswith(f"{prefix}/scores/cwola__3300_3700/c/") for o in objects)
-    assert not any("/_parts/" in o for o in objects)  # the processors' chunk parts were consolidated
+    assert not any("/_parts/" in o for o in objects)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
-    # the processors wrote the bucket's store; training, scoring and stats read it (scores written
-    # back): the figures are those of the run with everything local, and so is the store's content
     assert summary["stages"]["process"]["artefacts"]["store"] == store
+    # same figures as the in-process run with everything local, and the same store content
     assert pipeline.reproducible(summary) == pipeline.reproducible(clean_run)
     local = clean_run["store"]
     for name in ("mjj", "mj1", "tau21_j2", "truth_label"):
@@ -198,7 +204,7 @@ def test_store_and_workdir_at_s3_urls(s3_bucket, clean_run, tmp_path, monkeypatc
                                       read_columns(local, "dijet", [name])[name])
     np.testing.assert_array_equal(read_scores(store, "dijet", "cwola__3300_3700"),
                                   read_scores(local, "dijet", "cwola__3300_3700"))
-    # every artefact is in the bucket, paths in the summary point there
+    # every artefact is in the bucket, and the summary's paths point there
     results = f"{bucket}/small/results"
     for name in ("summary.json", "report.html", "run.log", ".stages/train.json", "stats/scan.json",
                  "score/figures.json", "generated/dijet/fileset.json"):
@@ -208,8 +214,6 @@ def test_store_and_workdir_at_s3_urls(s3_bucket, clean_run, tmp_path, monkeypatc
     assert json.loads(fs.cat(f"{results}/summary.json")) == json.loads(json.dumps(summary, default=str))
 
     # a fresh machine (no local working copy) resumes from the bucket: every stage is done
-    import shutil
-
     shutil.rmtree(tmp_path / "cache")
     assert all(row["done"] for row in pipeline.plan(cfg))
     again = pipeline.run(cfg, str(SMALL))
