@@ -221,3 +221,31 @@ def test_truth_formats():
                              "3": {"faults": {"4": "dead_sector"}}}})
     assert t.good_runs == {1} and t.bad_runs == {2, 3}
     assert t.faults == {(2, 5): "hot_tower", (2, 7): "met_tail", (2, 8): "met_tail", (3, 4): "dead_sector"}
+
+
+@pytest.mark.parametrize("kind", ["dense", "lstm"])
+def test_autoencoders_follow_the_input_not_the_mean_shape(kind):
+    """Regression: with the loss at its raw ~1e-6 scale, Adam's eps froze both AEs at a constant
+    output (the mean shape). GOOD LSs whose shape drifts with pile-up must be reconstructed far
+    better than by the mean shape, and a distorted LS must still score high."""
+    from lhcad.models.dqm_dense import DenseAE
+    from lhcad.models.dqm_lstm import LSTMAE
+
+    rng = np.random.default_rng(7)
+    n_runs, n_ls, n_ev = 8, 60, 800
+    pu = np.concatenate([np.linspace(a, a * 0.7, n_ls) for a in rng.uniform(15, 35, n_runs)])
+    runs = np.repeat(np.arange(n_runs), n_ls)
+    # most bins empty, as in the MET_pt ME, where the collapse showed (7 of 50 bins populated)
+    counts = np.array([np.histogram(rng.poisson(p, n_ev), 40, (0, 200))[0] for p in pu])
+    X, N = counts / counts.sum(1, keepdims=True), counts.sum(1).astype(float)
+    model = (DenseAE(hidden=32, latent=4, epochs=25, seed=1, threads=1) if kind == "dense"
+             else LSTMAE(window=8, hidden=32, latent=8, epochs=25, seed=1, threads=1)).fit(X, N, runs)
+    recon = model.reconstruct(X, runs)
+    assert np.abs(recon - recon.mean(axis=0)).max() > 0.01  # not a constant output
+    ae = poisson_chi2(X, recon, N).mean()
+    mean_shape = poisson_chi2(X, np.tile(X.mean(axis=0), (len(X), 1)), N).mean()
+    assert ae < 0.25 * mean_shape
+    bad = counts.copy().astype(float)
+    bad[:, 20] += 40  # a hot bin (an empty bin of GOOD LSs)
+    bad_scores = model.score_samples(bad / bad.sum(1, keepdims=True), bad.sum(1), runs)
+    assert np.median(bad_scores) > np.quantile(model.score_samples(X, N, runs), 0.99)
