@@ -119,7 +119,8 @@ def _window_score(scores: ScoreSource, sr: tuple[float, float], n: int) -> tuple
 
 
 def scored_range(mjj: np.ndarray, score: np.ndarray, fit_range: tuple[float, float]) -> tuple[float, float]:
-    """The part of ``fit_range`` where events have a score (models may score only SR + sidebands)."""
+    """The part of ``fit_range`` where events have a score (all of it with the models' default
+    ``train.score_range: all``; with ``window`` they score only the SR + sidebands)."""
     finite = np.isfinite(score) & (mjj >= fit_range[0]) & (mjj < fit_range[1])
     if not finite.any():
         raise ValueError("no event in the fit range has a finite score")

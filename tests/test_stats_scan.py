@@ -126,8 +126,9 @@ def test_threshold_is_defined_on_sidebands_not_on_the_signal_region():
 
 
 def test_scores_defined_only_in_sr_and_sidebands_narrow_the_fit_range():
-    """The models stage scores only SR ± 200 GeV (NaN elsewhere): each window is fitted where its score
-    exists, with bins narrow enough for ≥ 3 per sideband; NaN-scored events are never selected."""
+    """With ``train.score_range: window`` the models score only SR ± 200 GeV (NaN elsewhere): each
+    window is fitted where its score exists, with bins narrow enough for ≥ 3 per sideband; NaN-scored
+    events are never selected."""
     rng = np.random.default_rng(8)
     mjj = sample_mjj(TRUTH4, 100_000, FIT_RANGE, rng)
     score = rng.uniform(size=mjj.size)
@@ -150,8 +151,9 @@ def test_scores_defined_only_in_sr_and_sidebands_narrow_the_fit_range():
 
 
 def test_windows_without_scored_sidebands_are_skipped_and_reported():
-    """Only the 3300-3700 GeV window was trained (scores in SR ± 200 GeV): windows reaching outside
-    the scored range are skipped with a reason in the result, the others are scanned."""
+    """Only the 3300-3700 GeV window was trained, with ``score_range: window`` (scores in SR ± 200
+    GeV): windows reaching outside the scored range are skipped with a reason in the result, the
+    others are scanned."""
     rng = np.random.default_rng(9)
     mjj = sample_mjj(TRUTH4, 60_000, FIT_RANGE, rng)
     score = rng.uniform(size=mjj.size)
