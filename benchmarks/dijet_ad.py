@@ -20,7 +20,10 @@ CATHODE with no injected signal (background closure: data-vs-template AUC ≈ 0.
 JSON keys: ``max_sic`` and ``auc`` ({method: value}), ``s_over_b`` (measured in the SR of
 ``data``), ``wall_s`` ({method: train + score seconds; ``background_flow``: the shared sideband
 flow}), ``rule`` (max-SIC FPR rule), ``template_auc``, ``scan`` (list of {s_over_b, max_sic}),
-``null_test``, ``goals`` (issue acceptance checks), ``settings``, ``load_average``.
+``null_test``, ``goals`` (issue acceptance checks), ``sic_cap`` (1/√FPR floor: the largest max SIC
+the rule allows), ``settings``, ``load_average``. The defaults (NSF background flow on 60 k sideband
+events, 12 epochs, one member per fold) are the setting measured to close the null test
+(template AUC ≈ 0.51) and fit a shared 2-core machine.
 """
 
 from __future__ import annotations
@@ -128,15 +131,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--s-over-b", type=float, default=0.006, help="injected S/B in the SR (default 0.6 %%)")
     p.add_argument("--extra-background", type=int, default=200_000, help="SR-only QCD events for IAD")
     p.add_argument("--test-events", type=int, default=100_000, help="labelled SR test events")
-    p.add_argument("--scan", default="0.003", help="further S/B points for CATHODE vs R-ANODE ('' = none)")
+    p.add_argument("--scan", default="0.003",
+                   help="further S/B points for CATHODE vs R-ANODE ('' = none; e.g. 0.003,0.0015 adds a "
+                        "harder point below the one the issue asks for)")
     p.add_argument("--null", action="store_true", help="also run the zero-signal closure test")
     p.add_argument("--methods", default=",".join(ALL), help="comma-separated methods")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--ensemble", type=int, default=2, help="ensemble members per fold")
+    p.add_argument("--ensemble", type=int, default=1, help="ensemble members per fold")
     p.add_argument("--classifier", default="hgb", choices=["hgb", "mlp"])
-    p.add_argument("--flow-epochs", type=int, default=30)
-    p.add_argument("--flow-max-events", type=int, default=200_000)
-    p.add_argument("--ranode-epochs", type=int, default=30)
+    p.add_argument("--flow", default="nsf", choices=["maf", "nsf"], help="background flow (default nsf)")
+    p.add_argument("--flow-epochs", type=int, default=12)
+    p.add_argument("--flow-max-events", type=int, default=60_000,
+                   help="sideband events per background flow (defaults: the measured null-closure setting)")
+    p.add_argument("--ranode-epochs", type=int, default=20)
     p.add_argument("--workers", type=int, default=2, help="local Dask workers (1 thread each)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--workdir", type=Path, help="keep generated data / stores / artefacts here")
@@ -157,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     log.setup(quiet=True)
     workdir = a.workdir or Path(tempfile.mkdtemp(prefix="lhcad-bench-ad-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    settings = {"folds": a.folds, "ensemble": a.ensemble, "classifier": a.classifier,
+    settings = {"folds": a.folds, "ensemble": a.ensemble, "classifier": a.classifier, "flow": a.flow,
                 "flow_epochs": a.flow_epochs, "flow_max_events": a.flow_max_events,
                 "ranode_epochs": a.ranode_epochs, "seed": a.seed, "device": "auto"}
     timings: dict = {}
@@ -178,6 +185,8 @@ def main(argv: list[str] | None = None) -> dict:
         "s_over_b": sb,
         "wall_s": main_run["wall_s"],
         "rule": next((r["rule"] for r in res.values() if "rule" in r), None),
+        # the largest max SIC the rule allows (TPR = 1 at the FPR floor): methods there are not ranked
+        "sic_cap": next((r["fpr_floor"] ** -0.5 for r in res.values() if r.get("fpr_floor")), None),
         "template_auc": res.get("cathode", {}).get("template_auc"),
         "signal_fraction": res.get("ranode", {}).get("signal_fraction"),
         "data_timings_s": timings,
@@ -197,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"scan S/B = {100 * point:.2f} %", flush=True)
             st, _ = generate_store(workdir, a.events, point, a.extra_background, a.test_events, a.seed, a.workers)
             r = run_methods(st, scan_methods, settings, workdir / "artefacts", a.workers)["results"]
-            out["scan"].append({"s_over_b": measured_s_over_b(st),
+            out["scan"].append({"injected_s_over_b": point, "s_over_b": measured_s_over_b(st),
                                 "max_sic": {m: r[m].get("max_sic") for m in scan_methods}})
             dump()
         if a.null and "cathode" in methods:
@@ -215,9 +224,11 @@ def main(argv: list[str] | None = None) -> dict:
                 goals[f"{m} >= {f} x iad"] = ms[m] >= f * ms["iad"]
         if "supervised" in ms:
             goals["supervised >= iad"] = ms["supervised"] >= ms["iad"]
-    if out["scan"] and len(scan_methods) == 2:
-        low = out["scan"][-1]["max_sic"]
-        goals["ranode >= cathode at low S/B"] = low["ranode"] >= low["cathode"]
+    if "null_test" in out:
+        goals["null template AUC 0.5 +- 0.02"] = out["null_test"]["closure_ok"]
+    low = [p["max_sic"] for p in out["scan"] if p["injected_s_over_b"] <= 0.003]
+    if low and len(scan_methods) == 2:
+        goals["ranode >= cathode at S/B <= 0.3 %"] = all(x["ranode"] >= x["cathode"] for x in low)
     out["goals"] = goals
     out["load_average"] = os.getloadavg()
     print(json.dumps({k: out[k] for k in ("max_sic", "auc", "s_over_b", "wall_s", "goals")}, indent=1, default=float))

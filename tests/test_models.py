@@ -10,6 +10,7 @@ from lhcad.models.anode import ANODE
 from lhcad.models.cathode import CATHODE, sample_mass
 from lhcad.models.classifiers import HGBEnsemble, MLPEnsemble, make_classifier
 from lhcad.models.cwola import CWoLa, kfold_scores, sideband_masks
+from lhcad.models.data import DijetData
 from lhcad.models.flows import ConditionalFlow
 from lhcad.models.idealized import IdealizedAD, Supervised
 from lhcad.models.metrics import sic_summary
@@ -27,7 +28,7 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
-FLOW = {"transforms": 2, "hidden": (16, 16), "epochs": 3, "batch_size": 256, "device": "cpu"}
+FLOW = {"transforms": 2, "hidden": (16, 16), "epochs": 3, "batch_size": 256, "lr": 3e-3, "device": "cpu"}
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +140,29 @@ def test_flow_methods_roundtrip(toy, tmp_path):
     assert 0 < ranode.signal_fraction_ < 1
     with pytest.raises(ValueError, match="needs the resonant mass"):
         ranode.score_samples(X_sr, None)
+
+
+def test_tight_bounds_keep_template_inside_physical_edges():
+    """Bounded features (τ21 reflected into [0.1, 0.98], Δm ≥ 0) have density at their edges. With the
+    default box of :meth:`DijetData.bounds` (hugging the data) the flow's template cannot cross the
+    edges; a 2 % margin lets it leak there — what CATHODE's null-test classifier used to find."""
+    rng = np.random.default_rng(6)
+    n = 4000
+    m = rng.uniform(3000, 4000, n)
+    t21 = 0.8 + (m - 3500) / 10000 + 0.12 * rng.standard_normal(n)
+    t21 = np.where(t21 > 0.98, 1.96 - t21, t21)
+    X = np.c_[t21, np.abs(60 * rng.standard_normal(n))]
+    d = DijetData(X=X, m=m, dataset=np.zeros(n, int), truth=np.zeros(n, int), features=("t", "dm"),
+                  datasets=["data"])
+    lo, hi = d.bounds()
+    assert np.all(lo <= X.min(0)) and np.all(hi >= X.max(0))
+    assert np.all((hi - lo) < 1.002 * (X.max(0) - X.min(0)))
+    leaks = {}
+    for name, box in {"tight": d.bounds(), "wide": d.bounds(margin=0.02)}.items():
+        flow = ConditionalFlow(**{**FLOW, "epochs": 2}).fit(X, m, bounds=box)
+        x = flow.sample(rng.uniform(3300, 3700, 20000), random_state=1)
+        leaks[name] = np.mean((x[:, 0] > 0.98 + 1e-3) | (x[:, 1] < -0.1))
+    assert leaks["tight"] == 0 and leaks["wide"] > 1e-3, leaks
 
 
 def test_unfitted_estimator_says_so():
