@@ -56,6 +56,7 @@ def pipeline_stage(cfg: PipelineConfig, ctx) -> dict:
         ref_runs = next(iter(next(iter(calib["models"].values())).values()))["reference_runs"]
         ev = evaluate(table, truth, ref_runs, load_lumidata(csv) if csv else None)
         figures.update({k: ev[k] for k in ("ls_recall", "ls_recall_per_kind", "ls_false_flag_rate",
+                                            "n_good_ls_tested", "ls_false_flag_rate_upper95",
                                             "true_recoverable_lumi_pb") if k in ev})
     art = dict(report["artefacts"])
     plots = art.pop("plots", [])
