@@ -27,6 +27,33 @@ warnings.filterwarnings("ignore", message="Branch .* already exists but its valu
                         category=RuntimeWarning)
 
 
+_MALLOC_TUNED = False
+
+
+def tune_malloc() -> None:
+    """Keep chunk-sized numpy buffers on the heap in this process (Linux glibc; once per process).
+
+    Work-around: Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also turns
+    off glibc's dynamic mmap threshold, so every array above 128 KiB is a fresh ``mmap`` whose pages
+    fault in again on each use (measured: 3.7x the page faults, +50 % CPU for the dijet chunk).
+    Restoring glibc's own upper limits (mmap above 32 MiB, trim above 64 MiB) keeps memory
+    returned to the OS for large frees while chunk buffers are reused.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return
+    _MALLOC_TUNED = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 32 << 20)
+        libc.mallopt(m_trim_threshold, 64 << 20)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
 class InputError(ValueError):
     """A bad input file (missing required branch, unreadable baskets ...); the message names it."""
 
@@ -110,6 +137,7 @@ class StoreProcessor(processor.ProcessorABC):
             )
 
     def process(self, events):
+        tune_malloc()
         meta = dict(events.metadata)
         key = chunk_key(meta)
         entry = {
