@@ -1,8 +1,11 @@
 """Consolidation: committed chunk parts → the contiguous tables of the store contract.
 
-Runs on the driver, part by part (never all events at once), in fileset order, so the result is the
-same whatever executor, chunk timing or retries produced the parts. Per-LS histograms are summed
-over the chunks that share a (run, LS); they are small (LS × bins).
+Row tables (dijet, l1): the driver reads only the part headers, places the parts in fileset order
+(so the result is the same whatever executor, chunk timing or retries produced them) and creates the
+empty columns; :func:`write_rows` tasks, one per Zarr chunk of rows, then fill disjoint chunks from
+the parts in parallel on the run's workers (``mapper``). Nobody holds all events at once.
+Per-LS histograms are summed on the driver over the chunks that share a (run, LS); they are small
+(LS × bins).
 """
 
 from __future__ import annotations
@@ -70,8 +73,8 @@ def plan_rows(parts_root: str, entries: Sequence[Mapping], codes: Mapping[str, i
 def write_rows(job: tuple) -> int:
     """One consolidation task (runs on a worker): rows ``[lo, hi)`` of every column from the parts."""
     store, table, parts_root, names, (lo, hi, pieces) = job
-    grp = _store.open_store(store, mode="r+")[table]
-    out = {n: np.empty((hi - lo, *grp[n].shape[1:]), grp[n].dtype) for n in names}
+    arrays = dict(_store.open_store(store, mode="r+")[table].arrays())  # metadata fetched concurrently
+    out = {n: np.empty((hi - lo, *arrays[n].shape[1:]), arrays[n].dtype) for n in names}
     dataset = np.empty(hi - lo, np.int32)
     dest = 0
     for key, start, stop, code in pieces:
@@ -83,9 +86,37 @@ def write_rows(job: tuple) -> int:
     if dest != hi - lo:
         raise RuntimeError(f"{table}: rows {lo}-{hi}: parts give {dest} rows")
     out["dataset"] = dataset
-    for n, values in out.items():
-        grp[n][lo:hi] = values
+    _set_rows([(arrays[n].async_array, v) for n, v in out.items()], lo, hi)
     return hi - lo
+
+
+def _set_rows(targets: Sequence[tuple], lo: int, hi: int) -> None:
+    """``array[lo:hi] = values`` for every (async array, values) pair, in one concurrent Zarr call."""
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def write_all():
+        await asyncio.gather(*(a.setitem(slice(lo, hi), v) for a, v in targets))
+
+    sync(write_all())
+
+
+def _create_arrays(zstore, table: str, n_rows: int, arrays: Mapping[str, dict]) -> None:
+    """The empty columns of ``table`` (metadata only), created concurrently."""
+    import asyncio
+
+    import zarr.api.asynchronous as za
+    from zarr.core.sync import sync
+
+    async def create_all():
+        await asyncio.gather(*(
+            za.create_array(zstore, name=f"{table}/{name}", shape=(n_rows, *spec["shape"]),
+                            dtype=np.dtype(spec["dtype"]), chunks=(max(1, min(ROW_CHUNK, n_rows)), *spec["shape"]),
+                            overwrite=True)
+            for name, spec in arrays.items()))
+
+    sync(create_all())
 
 
 def _write_rows(root, store: str, table: str, parts_root: str, entries: Sequence[Mapping],
@@ -93,10 +124,8 @@ def _write_rows(root, store: str, table: str, parts_root: str, entries: Sequence
     n_rows, arrays, tasks = plan_rows(parts_root, entries, codes)
     if not arrays:
         return 0
-    grp = root.require_group(table)
-    for name, spec in arrays.items():
-        grp.create_array(name, shape=(n_rows, *spec["shape"]), dtype=np.dtype(spec["dtype"]),
-                         chunks=(max(1, min(ROW_CHUNK, n_rows)), *spec["shape"]), overwrite=True)
+    root.require_group(table)
+    _create_arrays(root.store, table, n_rows, arrays)
     names = [n for n in arrays if n != "dataset"]
     mapper(write_rows, [(str(store), table, parts_root, names, t) for t in tasks], f"consolidate {table}")
     # (re-open: a zarr Group object caches its attributes; writing through a stale one loses keys)

@@ -126,8 +126,12 @@ class DijetProcessor(StoreProcessor):
         fields = set(fj.fields)
         n_events = len(offsets) - 1
 
+        cache = {"pt": pt}
+
         def flat(field: str) -> np.ndarray:
-            return jagged_flat(fj[field], offsets)[1]
+            if field not in cache:
+                cache[field] = jagged_flat(fj[field], offsets)[1]
+            return cache[field]
 
         good = (pt > self.pt_min) & (np.abs(flat("eta")) < self.eta_max)
         if self.jet_id:

@@ -2,7 +2,7 @@
 
 A part is one file ``<parts root>/<chunk key>.part``: a small JSON header (the chunk's manifest entry
 and, per array, dtype / shape / byte offset) followed by the raw array bytes, uncompressed and
-64-byte aligned. Writing it costs one sequential write (no zip container, no CRC, no compression);
+64-byte aligned; an array passed under two names is stored once. Writing it costs one sequential write (no zip container, no CRC, no compression);
 reading a column slice back is a memory map (local paths) or one ranged read (fsspec URLs).
 
 It is written under a temporary name and renamed, so a part exists completely or not at all; nothing
@@ -45,11 +45,15 @@ def write_part(parts_root: str, key: str, arrays: Mapping[str, np.ndarray], entr
     if fs.exists(final):
         return False
     fs.makedirs(root, exist_ok=True)
-    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-    layout, pos = {}, 0
+    layout, pos, seen, data = {}, 0, {}, {}
     for name, a in arrays.items():
-        layout[name] = {"dtype": a.dtype.str, "shape": list(a.shape), "offset": pos}
-        pos += -(-a.nbytes // _ALIGN) * _ALIGN
+        if id(a) in seen:  # the same array under two names (dijet: mj1 is j1_mass): stored once
+            layout[name] = dict(layout[seen[id(a)]])
+            continue
+        seen[id(a)] = name
+        data[name] = np.ascontiguousarray(a)
+        layout[name] = {"dtype": data[name].dtype.str, "shape": list(data[name].shape), "offset": pos}
+        pos += -(-data[name].nbytes // _ALIGN) * _ALIGN
     header = json.dumps({"entry": dict(entry), "arrays": layout}).encode()
     start = -(-(len(_MAGIC) + 8 + len(header)) // _ALIGN) * _ALIGN
     tmp = f"{final}.tmp-{uuid.uuid4().hex[:12]}"
@@ -57,7 +61,7 @@ def write_part(parts_root: str, key: str, arrays: Mapping[str, np.ndarray], entr
         fh.write(_MAGIC + struct.pack("<Q", start) + header)
         fh.write(b"\0" * (start - len(_MAGIC) - 8 - len(header)))
         written = 0
-        for name, a in arrays.items():
+        for name, a in data.items():
             fh.write(b"\0" * (layout[name]["offset"] - written))
             fh.write(memoryview(a).cast("B") if a.nbytes else b"")
             written = layout[name]["offset"] + a.nbytes

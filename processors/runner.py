@@ -6,9 +6,11 @@
 2. ``Runner.preprocess`` splits the files into chunks; chunks whose part is already committed in
    ``<store>/_parts/<table>-<config hash>/`` are skipped (resume after a kill);
 3. ``Runner.run`` executes the processor on the remaining chunks; each worker writes its chunk's
-   part itself (:func:`lhcad.store.write_part`, atomic rename), so the driver never holds events;
-4. :mod:`processors.consolidate` streams the parts, in fileset order, into the contiguous store
-   tables, writes ``manifest/<table>`` and the provenance, then removes the parts.
+   part itself (:func:`lhcad.processors.parts.write_part`, atomic rename), so the driver never
+   holds events;
+4. :mod:`processors.consolidate` lays the parts out in fileset order and writes the contiguous
+   store tables with parallel tasks on the same executor (each task whole, disjoint Zarr chunks),
+   writes ``manifest/<table>`` and the provenance, then removes the parts.
 
 Bad inputs: with ``skipbadfiles`` an unreadable, truncated, empty or wrong-tree file and chunks
 that fail (missing required branch, broken baskets) are recorded in the manifest with their reason
@@ -269,6 +271,7 @@ def process(
             executor=cl.coffea_executor(**ex_opts), schema=NanoAODSchema, chunksize=chunksize,
             skipbadfiles=skip, savemetrics=True,
         )
+        t_pre = time.perf_counter()
         try:
             chunks = list(runner.preprocess(run_fs, treename=treename)) if run_fs else []
         except Exception as exc:  # noqa: BLE001 - turned into one line naming the bad file
@@ -280,6 +283,7 @@ def process(
         reused = len(chunks) - len(todo)
         if reused:
             log.info("%s: resuming, %d of %d chunks already committed", table, reused, len(chunks))
+        t_run = time.perf_counter()
         if todo:
             try:
                 metrics = runner.run(todo, proc, treename=treename).get("metrics", {})
@@ -319,6 +323,7 @@ def process(
                           "events_in": c.entrystop - c.entrystart, "events_out": 0, "status": "skipped",
                           "reason": why or f"{c.filename}: chunk {c.entrystart}-{c.entrystop} could not be read"}
 
+        t_cons = time.perf_counter()
         order = {k: i for i, k in enumerate(keys)}
         ordered = sorted((entries[k] for k in keys), key=lambda e: order[e["key"]])
         summary = consolidate(
@@ -329,6 +334,8 @@ def process(
         summary.update({
             "chunks": len(chunks), "chunks_reused": reused, "chunks_run": len(todo),
             "wall_s": round(time.perf_counter() - t0, 3), "executor": cluster_cfg.type,
+            "preprocess_s": round(t_run - t_pre, 3), "run_s": round(t_cons - t_run, 3),
+            "consolidate_s": round(time.perf_counter() - t_cons, 3),
         })
     if not keep_parts:
         _store.remove_tree(parts_root)

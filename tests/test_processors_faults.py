@@ -129,6 +129,12 @@ def test_parts_are_idempotent_and_atomic(tmp_path):
     np.testing.assert_array_equal(got["e"], np.arange(2, 5, dtype=np.uint8))
     assert parts.read_part(root, "m", ["z"])["z"].shape == (0,)
     assert list(parts.part_layout(root, "m")) == ["p", "e", "z"]
+    e = np.arange(4.0)
+    assert parts.write_part(root, "d", {"a": e, "b": e, "c": e + 1}, {"key": "d"})  # b: stored once
+    got = parts.read_part(root, "d")
+    np.testing.assert_array_equal(got["b"], e)
+    np.testing.assert_array_equal(got["c"], e + 1)
+    assert (tmp_path / "_parts" / "t" / "d.part").stat().st_size < 3 * 64 + 1024
     with pytest.raises(ConfigError, match="fileset file not found"):
         process("dijet", str(tmp_path / "none.json"), str(tmp_path / "s.zarr"))
 
