@@ -62,5 +62,9 @@ def firmware_cmd(
         "flops_nonzero": rep["flops"]["nonzero"], "dsp_upper_bound": rep["resources"]["dsp_upper_bound"],
         "latency_estimate": f"{rep['latency']['cycles']} cycles = {rep['latency']['ns']} ns",
         "max_abs_delta_score": acc["max_abs_delta_score_hls_vs_qkeras"],
-        "spearman_hls_vs_qkeras": round(acc["spearman_hls_vs_qkeras"], 6)}, indent=1))
+        "spearman_hls_vs_qkeras": round(acc["spearman_hls_vs_qkeras"], 6),
+        "spearman_qkeras_vs_float": round(acc["spearman_qkeras_vs_float"], 4),
+        "tpr_at_fpr": acc["fpr_for_tpr"],
+        "tpr_hls_over_qkeras": {s: t["hls_over_qkeras"] for s, t in acc["tpr"].items()},
+        "tpr_qkeras_over_float": {s: t["qkeras_over_float"] for s, t in acc["tpr"].items()}}, indent=1))
     console.print(f"firmware report: {rep['artefacts']['firmware_report']}")

@@ -45,6 +45,28 @@ def _scores(kind: str, out: np.ndarray, x: np.ndarray) -> np.ndarray:
     return ((out - x) ** 2).mean(1)
 
 
+def _tail_spearman(s_float: dict, s_q: dict, quantile: float = 0.99) -> float:
+    """Spearman rank correlation restricted to the events above the float model's background
+    ``quantile`` (the region a trigger threshold lives in; the bulk ranking does not matter)."""
+    from scipy.stats import spearmanr
+
+    thr = np.quantile(s_float["sm"], quantile)
+    f, q = np.concatenate(list(s_float.values())), np.concatenate(list(s_q.values()))
+    keep = f > thr
+    return float(spearmanr(f[keep], q[keep]).statistic) if keep.sum() > 2 else float("nan")
+
+
+def _resolution(model, p_bkg: np.ndarray, kind: str, cfg) -> dict:
+    """Spread of the float network output on background vs the fixed-point steps: a deployed output
+    whose spread is a few LSBs (e.g. a collapsed VAE posterior, μ ≈ 0) cannot be ranked in firmware."""
+    out = model.score_all(p_bkg[:100_000])["latent"] if kind == "mu2" else None
+    return {"weight_lsb": 2.0 ** -(cfg.weight_bits - cfg.integer_bits - 1),
+            "activation_lsb": 2.0 ** -(cfg.activation_bits - cfg.activation_integer_bits),
+            "input_lsb": 2.0 ** -(cfg.input_bits - cfg.input_integer_bits),
+            "float_mu_std_background": None if out is None else np.round(out.std(0), 5).tolist(),
+            "note": "float mu spread per latent dimension on background; compare with the LSBs"}
+
+
 def _data(model_path: Path, store: str, cfg, seed: int = 0):
     from lhcad.models.l1_preprocess import BACKGROUND, SIGNALS, split_background
     from lhcad.store import dataset_names, open_store, read_columns
@@ -129,6 +151,8 @@ def build_firmware(model_path: str | Path, store: str, out: str | Path, cfg=None
             "max_abs_delta_score_hls_vs_qkeras": float(np.abs(allh - allq).max()),
             "spearman_hls_vs_qkeras": float(spearmanr(allh, allq).statistic),
             "spearman_qkeras_vs_float": float(spearmanr(allq, allf).statistic),
+            "spearman_qkeras_vs_float_tail": _tail_spearman(s_float, s_q),
+            "quantisation_vs_signal": _resolution(model, p_bkg, kind, cfg),
             "fpr_for_tpr": fpr,
             "fpr_note": "TPR at FPR = 1e-5 needs >= 1M background events; the check uses the smallest power of ten "
                         "with >= 10 background events above threshold",
