@@ -2,8 +2,9 @@
 
 A part is one file ``<parts root>/<chunk key>.part``: a small JSON header (the chunk's manifest entry
 and, per array, dtype / shape / byte offset) followed by the raw array bytes, uncompressed and
-64-byte aligned; an array passed under two names is stored once. Writing it costs one sequential write (no zip container, no CRC, no compression);
-reading a column slice back is a memory map (local paths) or one ranged read (fsspec URLs).
+64-byte aligned; an array passed under two names is stored once. Writing it costs one sequential
+write (no zip container, no CRC, no compression); reading a column's row slice back is one ranged
+read (``np.fromfile`` for local paths, ``seek`` + ``read`` through fsspec for URLs).
 
 It is written under a temporary name and renamed, so a part exists completely or not at all; nothing
 is shared between writers. A retried or duplicated chunk finds the committed part and discards its
