@@ -55,6 +55,10 @@ def test_csim_matches_qkeras(firmware):
     for sig, t in acc["tpr"].items():
         if t["qkeras"] > 0:
             assert abs(t["hls_over_qkeras"] - 1) <= 0.05, sig
+    # QKeras vs the float model: reported over all events and in the tail, with the float μ spread vs the LSBs
+    assert -1 <= acc["spearman_qkeras_vs_float"] <= 1 and -1 <= acc["spearman_qkeras_vs_float_tail"] <= 1
+    res = acc["quantisation_vs_signal"]
+    assert res["weight_lsb"] == 2.0**-6 and res["activation_lsb"] == 2.0**-8 and len(res["float_mu_std_background"]) == 8
     # the g++-built C simulation library exists
     assert list((d / "fw" / "hls_project").glob("firmware/*.so"))
 
