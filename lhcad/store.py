@@ -204,80 +204,17 @@ def tables(root: zarr.Group) -> Iterable[str]:
 
 
 # ------------------------------------------------------------------------------------------ chunk parts
-# Workers write one *part* per coffea chunk: ``<store>/_parts/<run id>/<chunk key>.npz`` holding the
-# chunk's arrays and its manifest entry (JSON, member ``__entry__``). It is written under a temporary
-# name and renamed, so a part either exists completely or not at all, and nothing is shared between
-# writers (no Zarr chunk or shard is written by two tasks). The driver consolidates parts in a fixed
-# order into the contiguous tables above, so the result does not depend on the executor or retries.
+# Workers write one *part* per coffea chunk under ``<store>/_parts/<run id>/`` (the part format lives
+# with the processors: :mod:`lhcad.processors.parts`); the driver consolidates them into the
+# contiguous tables above and removes them with :func:`remove_tree`.
 
 PARTS_DIR = "_parts"
-_ENTRY = "__entry__"
 
 
 def _fs_path(url: str):
     import fsspec
 
     return fsspec.core.url_to_fs(url)
-
-
-def write_part(parts_root: str, key: str, arrays: Mapping[str, np.ndarray], entry: Mapping[str, Any]) -> bool:
-    """Atomically commit one chunk's arrays and manifest ``entry``; False if it was already there.
-
-    A retried or duplicated chunk (a Dask task re-run after its worker died) finds the committed
-    part and discards its own copy (both are identical: chunks are deterministic).
-    """
-    import io
-    import json
-    import uuid
-
-    fs, root = _fs_path(parts_root)
-    final = f"{root.rstrip('/')}/{key}.npz"
-    if fs.exists(final):
-        return False
-    fs.makedirs(root, exist_ok=True)
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()},
-             **{_ENTRY: np.frombuffer(json.dumps(dict(entry)).encode(), np.uint8)})
-    tmp = f"{final}.tmp-{uuid.uuid4().hex[:12]}"
-    with fs.open(tmp, "wb") as fh:
-        fh.write(buf.getvalue())
-    if fs.exists(final):  # another attempt committed meanwhile
-        fs.rm(tmp)
-        return False
-    fs.mv(tmp, final)
-    return True
-
-
-def _load_npz(fs, path: str):
-    import io
-
-    with fs.open(path, "rb") as fh:
-        return np.load(io.BytesIO(fh.read()), allow_pickle=False)
-
-
-def part_entries(parts_root: str) -> dict[str, dict]:
-    """Manifest entries of every committed part under ``parts_root`` (key -> entry)."""
-    import json
-
-    fs, root = _fs_path(parts_root)
-    if not fs.exists(root):
-        return {}
-    out = {}
-    for path in fs.ls(root, detail=False):
-        name = path.rstrip("/").rsplit("/", 1)[-1]
-        if not name.endswith(".npz"):
-            continue  # temporary files of unfinished writes
-        with _load_npz(fs, path) as z:
-            out[name[: -len(".npz")]] = json.loads(z[_ENTRY].tobytes().decode())
-    return out
-
-
-def read_part(parts_root: str, key: str, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """Arrays of the committed part ``key`` (all, or ``names``)."""
-    fs, root = _fs_path(parts_root)
-    with _load_npz(fs, f"{root.rstrip('/')}/{key}.npz") as z:
-        names = [n for n in z.files if n != _ENTRY] if names is None else list(names)
-        return {n: z[n] for n in names}
 
 
 def remove_tree(url: str) -> None:
