@@ -139,31 +139,6 @@ def _finish(out: dict, args) -> dict:
 INJECTION_WINDOWS = [(3000.0, 3400.0), (3300.0, 3700.0), (3600.0, 4000.0)]
 
 
-def out_of_fold_scores(spec: dict, method: str, sr) -> np.ndarray:
-    """Diagnostic: every row scored by ONE fold model (the fold it belongs to), from the per-fold score
-    files the training jobs saved.
-
-    ``lhcad.models.jobs.combine`` (models stage, 2026-11-23) gives the rows a model trained on their
-    out-of-fold score (one model) but every other row the *mean* of the fold models. The mean has
-    narrower tails, so a top-ε cut passes up to ~2.5× more background inside the training window (SR,
-    or SR ∪ sidebands for CWoLa) than outside: a step in the selected background exactly at the SR
-    edges, which the sideband fit reads as an excess. Scoring every row with a single fold model
-    (chosen by the row's fold number) gives every row the same score definition.
-    """
-    from lhcad.models import jobs
-
-    cfg = spec["cfg"]
-    d = jobs.task_data(spec)
-    rows = jobs.candidates(d, sr, cfg)
-    mdir = jobs.method_dir(spec, method, sr)
-    per = np.stack([np.mean([np.load(mdir / f"f{f}_m{k}.npy") for k in range(cfg["ensemble"])], axis=0)
-                    for f in range(cfg["folds"])])            # (folds, n_candidates)
-    fid = jobs.folds_of(d.n, cfg["folds"], cfg["seed"])[rows]
-    out = np.full(d.n, np.nan, dtype=np.float32)
-    out[rows] = per[fid, np.arange(fid.size)]
-    return out
-
-
 def _truth_figures(data, score: np.ndarray, windows: list[dict], sr=(3300.0, 3700.0)) -> dict:
     """Per ε (cut of the ``sr`` window): signal/background passing in the SR from the truth labels,
     Z_Asimov(S, B), and the background efficiency in the SR relative to the sidebands (1 for a score
@@ -214,21 +189,19 @@ def injection(args) -> dict:
        on the sidebands + HGB classifier, 3 folds) trained and scored by ``lhcad.models.jobs`` as Dask
        tasks in :data:`INJECTION_WINDOWS` with ``score_range: all``.
     2. ``lhcad.stats.stage.run_scan``: 9 windows × ε ∈ {10 %, 1 %, 0.1 %}, cut defined on each
-       window's sidebands over the whole 1.8-7 TeV fit range, sideband fit, pyhf q0, pyBumpHunter;
-       once on the store's CATHODE scores (as ``lhcad run`` does) and once on out-of-fold scores
-       (:func:`out_of_fold_scores`, written to the store as ``cathodeoof__<lo>_<hi>``).
+       window's sidebands over the whole 1.8-7 TeV fit range, sideband fit, pyhf q0, pyBumpHunter,
+       on the store's CATHODE scores (every event scored by its own fold's model, as ``lhcad run``
+       does).
     3. Expected significance of the injection (how the amount was tuned): for the SR 3.3-3.7 TeV and
        each ε, the truth labels give the signal S and background B events that pass the *same* CATHODE
        cut in the SR; ``Z_exp = Z_Asimov(S, B)`` (no background uncertainty, so it is an upper bound on
        what the fitted scan can expect). ``--signal-events`` was tuned so that Z_exp ≈ 5 at ε = 1 %
-       (on the out-of-fold scores; 200k QCD, seed 11, 2026-11-23): 200 generated W' events gave
+       (200k QCD, seed 11, 2026-11-23): 200 generated W' events gave
        Z_exp 14.5 (CATHODE kept 95 % of the SR signal at 0.55 % of the SR background), 70 gave 4.0,
        90 (the default: 59 events in the data, 41 in the SR, S/B 0.9 %) gave 5.3.
     """
     from lhcad import config as _config
-    from lhcad import store as _store
     from lhcad.cluster import open_cluster
-    from lhcad.models import jobs
     from lhcad.pipeline import run as run_pipeline
     from lhcad.stats.io import load_dijet, load_scores
     from lhcad.stats.stage import run_scan
@@ -256,12 +229,6 @@ def injection(args) -> dict:
     out["pipeline_wall_s"] = time.perf_counter() - t0
     out["stage_wall_s"] = summary["stage_wall_s"]
 
-    # out-of-fold scores of every trained window (diagnostic of the models stage's fold combination)
-    spec = jobs.make_spec(cfg.store, cfg.train, work / "train")
-    root = _store.open_store(cfg.store, mode="a")
-    for sr in INJECTION_WINDOWS:
-        _store.write_scores(root, "dijet", f"cathodeoof__{sr[0]:g}_{sr[1]:g}", out_of_fold_scores(spec, "cathode", sr))
-
     data = load_dijet(cfg.store, "data")
     sr = (3300.0, 3700.0)
     in_sr = (data.mjj >= sr[0]) & (data.mjj < sr[1])
@@ -270,23 +237,19 @@ def injection(args) -> dict:
     out["signal_in_sr"] = int(((data.truth_label > 0) & in_sr).sum())
     out["background_in_sr"] = int(((data.truth_label == 0) & in_sr).sum())
     out["s_over_b_sr"] = out["signal_in_sr"] / max(out["background_in_sr"], 1)
-    results = {}
     with open_cluster(cfg.cluster) as cluster:
-        for method, prefix in (("cathodeoof", "oof_"), ("cathode", "")):
-            t1 = time.perf_counter()
-            res = run_scan(cfg.store, cfg.stats.model_copy(update={"score": method}), work / f"stats_{method}", cluster)
-            out[f"{prefix}scan_wall_s"] = time.perf_counter() - t1
-            score = load_scores(cfg.store, f"{method}__3300_3700", data.rows)
-            out[f"{prefix}expected_sr_3300_3700"] = _truth_figures(data, score, res["windows"], sr)
-            out.update(_scan_figures(res, prefix))
-            out[f"{prefix}scan_json"] = res["json"]
-            results[prefix] = res
+        t1 = time.perf_counter()
+        res = run_scan(cfg.store, cfg.stats, work / "stats_cathode", cluster)
+        out["scan_wall_s"] = time.perf_counter() - t1
+    score = load_scores(cfg.store, "cathode__3300_3700", data.rows)
+    out["expected_sr_3300_3700"] = expected = _truth_figures(data, score, res["windows"], sr)
+    out.update(_scan_figures(res, ""))
+    out["scan_json"] = res["json"]
 
-    # headline figures: the out-of-fold scores at ε = 1 % (at 0.1 % the SR keeps ~0-5 background
-    # events, where an Asimov estimate means little)
-    expected = out["oof_expected_sr_3300_3700"]
+    # headline figures at ε = 1 % (at 0.1 % the SR keeps ~0-5 background events, where an Asimov
+    # estimate means little)
     best_eps = "0.01"
-    top = results["oof_"]["best"].get(best_eps)
+    top = res["best"].get(best_eps)
     out["z_expected"] = expected[best_eps]["z_expected_asimov"]
     out["z_expected_efficiency"] = float(best_eps)
     out["injection_best_window"] = top["sr"] if top else None

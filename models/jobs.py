@@ -16,9 +16,9 @@ under ``<artefacts>/<lo>_<hi>/``:
 ``<hash>`` fingerprints the settings and the store size, so a rerun with the same settings reuses
 finished artefacts and a changed setting trains afresh.
 
-k-fold: rows get a fold number from the seed; the model of fold i never trains on fold-i rows. A row
-that some model trained on is scored by the members of its own held-out fold; every other row
-(test set, extra background, sidebands a method did not train on) by the mean of all models.
+k-fold: rows get a fold number from the seed; the model of fold i never trains on fold-i rows. Every
+row is scored by the members of its own fold (:func:`combine`), so rows a model trained on are scored
+out-of-fold and all rows share one score definition.
 
 Methods with their own inputs (:data:`METHOD_FEATURES`) read their own feature view of the store
 (:func:`method_spec`): ``cathode_b`` the LHCO features + DeepB of both jets (its own background
