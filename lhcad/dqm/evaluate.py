@@ -111,12 +111,11 @@ def rate_interval(k: int, n: int, name: str) -> dict:
     >>> d = rate_interval(0, 2995, "r"); round(d["r_upper95"], 5)
     0.001
     """
-    from scipy import stats
+    from scipy.stats import binomtest
 
-    lo = float(stats.beta.ppf(0.16, k, n - k + 1)) if k > 0 else 0.0
-    hi = float(stats.beta.ppf(0.84, k + 1, n - k)) if k < n else 1.0
-    up = float(stats.beta.ppf(0.95, k + 1, n - k)) if k < n else 1.0
-    return {f"{name}_ci68": [lo, hi], f"{name}_upper95": up}
+    ci = binomtest(k, n).proportion_ci(0.68, method="exact")
+    up = binomtest(k, n, alternative="less").proportion_ci(0.95, method="exact").high
+    return {f"{name}_ci68": [float(ci.low), float(ci.high)], f"{name}_upper95": float(up)}
 
 
 def spread_reference(good_runs, lumidata) -> list[int]:
