@@ -20,7 +20,7 @@ k-fold: rows get a fold number from the seed; the model of fold i never trains o
 row is scored by the members of its own fold (:func:`combine`), so rows a model trained on are scored
 out-of-fold and all rows share one score definition.
 
-Methods with their own inputs (:data:`METHOD_FEATURES`) read their own feature view of the store
+Methods with their own inputs (:func:`method_features`) read their own feature view of the store
 (:func:`method_spec`): ``cathode_b`` the LHCO features + DeepB of both jets (its own background
 flow), ``vaeqr`` / ``tagntrain`` the per-jet variables of both jets, ``quak`` its per-jet set.
 ``vaeqr`` trains on data (VAE on the |Δη| sideband when the store has one, the m_jj quantile
@@ -50,7 +50,13 @@ CLASSIFIER_METHODS = ("supervised", "iad", "cwola", "cathode", "cathode_b", "tag
 MIN_DETA_SIDEBAND = 1000      # fewer |Δη| sideband events: vaeqr's VAE trains on all (folded) data
 
 
-def _method_features() -> dict[str, tuple[str, ...]]:
+@functools.cache
+def method_features() -> dict[str, tuple[str, ...]]:
+    """Methods whose inputs are fixed (not ``train.features``) → their feature view.
+
+    Built on first use: importing the estimators (torch, zuko) costs seconds, which every CLI call
+    that merely imports this module would otherwise pay.
+    """
     from lhcad.models.cathode_b import CATHODE_B_FEATURES
     from lhcad.models.quak import QUAK_FEATURES
     from lhcad.models.vaeqr import per_jet_columns
@@ -59,14 +65,11 @@ def _method_features() -> dict[str, tuple[str, ...]]:
             "quak": QUAK_FEATURES}
 
 
-METHOD_FEATURES = _method_features()     # methods whose inputs are fixed, not train.features
-
-
 def method_spec(spec: dict, method: str) -> dict:
     """The job description ``method`` runs with: its own feature view where it has one."""
-    if method not in METHOD_FEATURES:
+    if method not in method_features():
         return spec
-    return {**spec, "cfg": {**spec["cfg"], "features": list(METHOD_FEATURES[method])}}
+    return {**spec, "cfg": {**spec["cfg"], "features": list(method_features()[method])}}
 
 
 # ------------------------------------------------------------------------------------------ helpers

@@ -236,7 +236,7 @@ def test_per_jet_methods_train_and_score_as_jobs(jet_store, tmp_path):
         mdir = jobs.method_dir(spec, method, (3300, 3700))
         est = jobs.estimator_class(method).load(mdir / "f0_m0.pt")
         d = jobs.task_data(jobs.method_spec(spec, method))
-        assert d.features == jobs.METHOD_FEATURES[method]
+        assert d.features == jobs.method_features()[method]
         np.testing.assert_allclose(est.score_samples(d.X[:500], d.m[:500]),
                                    np.load(mdir / "f0_m0.npy")[:500], rtol=1e-4, atol=1e-5)
     info = json.loads((jobs.method_dir(spec, "vaeqr", (3300, 3700)) / "f1_m0.json").read_text())
