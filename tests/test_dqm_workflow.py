@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from coffea.lumi_tools import LumiData, LumiMask
 
+from cli_helpers import run_cli
 from lhcad.cli import main
 from lhcad.dqm import toy
 from lhcad.dqm.data import read_me
@@ -45,10 +46,8 @@ def certified(tmp_path_factory):
 
 
 def main_ok(args):
-    try:
-        main(args)
-    except SystemExit as exc:  # typer exits 0 on success in standalone mode
-        assert exc.code in (0, None), f"lhcad {' '.join(args)} exited {exc.code}"
+    rc = run_cli(args)
+    assert rc == 0, f"lhcad {' '.join(args)} exited {rc}"
 
 
 def test_clean_run_is_certified_whole(certified):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import uproot
 
-from lhcad.cli import main
+from cli_helpers import run_cli
 
 # coffea warns about NanoAOD cross-references (Jet_muonIdx1, ...) that these files do not have
 pytestmark = pytest.mark.filterwarnings("ignore:Missing cross-reference index:RuntimeWarning")
@@ -18,13 +18,6 @@ N_QCD = 150_000
 N_SIG = 20_000
 N_TEST = 20_000
 
-
-def run_cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

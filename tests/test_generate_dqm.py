@@ -10,18 +10,11 @@ import numpy as np
 import pytest
 import uproot
 
-from lhcad.cli import main
+from cli_helpers import run_cli
 
 # coffea warns about NanoAOD cross-references (Jet_muonIdx1, ...) that these files do not have
 pytestmark = pytest.mark.filterwarnings("ignore:Missing cross-reference index:RuntimeWarning")
 
-
-def run_cli(args):
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

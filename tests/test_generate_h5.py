@@ -11,16 +11,9 @@ import pandas as pd
 import uproot
 
 from lhcad import store as _store
-from lhcad.cli import main
+from cli_helpers import run_cli
 from lhcad.generate.h5 import LHCO_COLUMNS
 
-
-def run_cli(args):
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def test_lhco_h5_matches_nanoaod_and_imports(tmp_path):

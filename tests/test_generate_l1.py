@@ -11,7 +11,7 @@ import pytest
 import uproot
 from scipy.stats import ks_2samp
 
-from lhcad.cli import main
+from cli_helpers import run_cli
 from lhcad.generate import l1
 
 # coffea warns about NanoAOD cross-references (Jet_muonIdx1, ...) that these files do not have
@@ -20,13 +20,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Missing cross-reference index:Ru
 N_SM = 40_000
 N_SIG = 8_000
 
-
-def run_cli(args):
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import json
 import numpy as np
 import zarr
 
-from lhcad.cli import main
+from cli_helpers import run_cli
 from lhcad.cluster import open_cluster
 from lhcad.config import ClusterConfig, TrainConfig
 from lhcad.importers.compare import compare_dijet_stores
@@ -21,13 +21,6 @@ from lhcad.models import jobs
 
 SR = (3300.0, 3700.0)
 
-
-def run_cli(args: list[str]) -> int:
-    try:
-        main(["-q", *args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def cathode_summary(store: str, artefacts) -> dict:
@@ -41,14 +34,14 @@ def cathode_summary(store: str, artefacts) -> dict:
 
 def test_processor_and_lhco_import_give_the_same_store_and_cathode_sic(tmp_path):
     gen, h5 = tmp_path / "gen", tmp_path / "events_anomalydetection.h5"
-    assert run_cli(["generate", "dijet", "--events", "12000", "--s-over-b", "0.4", "--test-events", "3000",
+    assert run_cli(["-q", "generate", "dijet", "--events", "12000", "--s-over-b", "0.4", "--test-events", "3000",
                     "--seed", "11", "--out", str(gen), "--lhco-h5", str(h5)]) == 0
     processed, imported = str(tmp_path / "processed.zarr"), str(tmp_path / "imported.zarr")
-    assert run_cli(["process", "dijet", "--fileset", str(gen / "fileset.json"), "--out", processed,
+    assert run_cli(["-q", "process", "dijet", "--fileset", str(gen / "fileset.json"), "--out", processed,
                     "--executor", "iterative"]) == 0
     assert list(json.loads((gen / "fileset.json").read_text())) == ["data", "test"]
     for name, path in (("data", h5), ("test", tmp_path / "events_anomalydetection_test.h5")):
-        assert run_cli(["import", "lhco", str(path), "--out", imported, "--dataset", name, "--preselect"]) == 0
+        assert run_cli(["-q", "import", "lhco", str(path), "--out", imported, "--dataset", name, "--preselect"]) == 0
 
     # the h5 holds every generated event; the importer applies the processor's cuts
     flows = [zarr.open_group(s, mode="r")["dijet"].attrs["cutflow"] for s in (processed, imported)]
