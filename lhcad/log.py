@@ -49,3 +49,15 @@ def progress(**kwargs) -> Progress:
         transient=kwargs.pop("transient", False),
         **kwargs,
     )
+
+
+def progress_map(fn, items, desc: str = "tasks") -> list:
+    """``[fn(x) for x in items]`` in this process, with a progress bar (the no-cluster path of a stage)."""
+    items = list(items)
+    out = []
+    with progress() as bar:
+        task = bar.add_task(desc, total=len(items))
+        for item in items:
+            out.append(fn(item))
+            bar.advance(task)
+    return out

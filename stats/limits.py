@@ -177,15 +177,9 @@ def upper_limits(tasks: Sequence[LimitTask], cluster=None) -> list[dict]:
     """Run :func:`limit_for_mass` for every task (on ``cluster`` when given)."""
     if cluster is not None:
         return cluster.map(limit_for_mass, list(tasks), desc="stats limits")
-    from lhcad.log import progress
+    from lhcad.log import progress_map
 
-    out = []
-    with progress() as bar:
-        t = bar.add_task("stats limits", total=len(tasks))
-        for task in tasks:
-            out.append(limit_for_mass(task))
-            bar.advance(t)
-    return out
+    return progress_map(limit_for_mass, tasks, "stats limits")
 
 
 def cls_excluded(counts, background, background_cov, signal, mu: float, level: float = 0.05) -> bool:

@@ -197,14 +197,9 @@ def scan(
     if cluster is not None:
         windows = cluster.map(analyse_window, tasks, desc="stats windows")
     else:
-        from lhcad.log import progress
+        from lhcad.log import progress_map
 
-        windows = []
-        with progress() as bar:
-            t = bar.add_task("stats windows", total=len(tasks))
-            for task in tasks:
-                windows.append(analyse_window(task))
-                bar.advance(t)
+        windows = progress_map(analyse_window, tasks, "stats windows")
     npe = config.toys if global_toys is None else global_toys
     scan_edges, window_bins, step_bins = scan_binning(config)
     best, glob = {}, {}
