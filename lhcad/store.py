@@ -249,6 +249,38 @@ def read_manifest(root: zarr.Group | str, table: str) -> dict:
     return {"chunks": list(grp.attrs.get("chunks", [])), "summary": dict(grp.attrs.get("summary", {}))}
 
 
+# ------------------------------------------------------------------------------------------ codecs
+def column_array_options() -> dict[str, Any]:
+    """``create_array`` keyword arguments (codec, write options) of the row tables' columns.
+
+    One choice for every dtype: Blosc LZ4 with byte shuffle (numcodecs sets Blosc's type size from
+    the dtype). Measured on the dijet columns of one 262 144-row Zarr chunk of generated events
+    (numcodecs, one thread, this 2-core machine; encode / decode speed of the raw bytes)::
+
+        codec                          float32 (30 columns)         int64 (run, LS, event)
+                                       ratio  enc MB/s  dec MB/s    ratio  enc MB/s
+        zstd level 0 (zarr 3 default)  1.24     406       695       21.7     455
+        zstd level 1                   1.24     557       706       13.2     279
+        blosc lz4 + shuffle (chosen)   1.27    1361      1858       29.2    2001
+        blosc lz4 + bitshuffle         1.35     993      1159       25.6    1145
+        blosc zstd 1 + shuffle         1.31     316       521       29.5     669
+
+    LZ4 + shuffle compresses every dtype at least as well as zarr's default zstd at 3x its encode
+    and 2.7x its decode speed; bit-shuffle would save 6 % more of the float bytes for 27 % more
+    encode CPU. Without compression a full consolidation cost about as much CPU (1.5x the bytes
+    through the page cache) for 1.7x the disk.
+
+    ``write_empty_chunks=True``: with the default, zarr compares every chunk with the fill value
+    before writing it (``np.array_equal(..., equal_nan=True)``, a full extra pass per chunk); row
+    tables are dense, so the check only costs. The setting is per array object (not stored): arrays
+    re-opened later use zarr's default again, which changes nothing but speed.
+    """
+    from zarr.codecs import BloscCodec
+
+    return {"compressors": (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),),
+            "config": {"write_empty_chunks": True}}
+
+
 class TableWriter:
     """Stream rows into a new table of known length, writing whole Zarr chunks only.
 
@@ -274,6 +306,7 @@ class TableWriter:
                 self.arrays[name] = grp.create_array(
                     name, shape=(self.n_rows, *v.shape[1:]), dtype=v.dtype,
                     chunks=(max(1, min(self.chunk_rows, self.n_rows)), *v.shape[1:]), overwrite=True,
+                    **column_array_options(),
                 )
         elif set(columns) != set(self.arrays):
             raise ValueError(f"table {self.table!r}: columns {sorted(columns)} differ from {sorted(self.arrays)}")

@@ -71,21 +71,24 @@ def plan_rows(parts_root: str, entries: Sequence[Mapping], codes: Mapping[str, i
 
 
 def write_rows(job: tuple) -> int:
-    """One consolidation task (runs on a worker): rows ``[lo, hi)`` of every column from the parts."""
-    store, table, parts_root, names, (lo, hi, pieces) = job
-    arrays = dict(_store.open_store(store, mode="r+")[table].arrays())  # metadata fetched concurrently
-    out = {n: np.empty((hi - lo, *arrays[n].shape[1:]), arrays[n].dtype) for n in names}
-    dataset = np.empty(hi - lo, np.int32)
+    """One consolidation task (runs on a worker): rows ``[lo, hi)`` of every column from the parts.
+
+    ``arrays`` are the table's (pickled) ``zarr.Array`` objects, so a task reads no Zarr metadata;
+    each part slice is read straight into the chunk buffer and every column's chunk is written in
+    one concurrent Zarr call.
+    """
+    parts_root, arrays, (lo, hi, pieces) = job
+    out = {n: np.empty((hi - lo, *a.shape[1:]), a.dtype) for n, a in arrays.items()}
+    names = [n for n in arrays if n != "dataset"]
     dest = 0
     for key, start, stop, code in pieces:
-        cols = _parts.read_part(parts_root, key, names, slice(start, stop))
-        for n in names:
-            out[n][dest:dest + stop - start] = cols[n]
-        dataset[dest:dest + stop - start] = code
-        dest += stop - start
+        rows = stop - start
+        _parts.read_part_into(parts_root, key, {n: out[n][dest:dest + rows] for n in names}, start)
+        if "dataset" in out:
+            out["dataset"][dest:dest + rows] = code
+        dest += rows
     if dest != hi - lo:
-        raise RuntimeError(f"{table}: rows {lo}-{hi}: parts give {dest} rows")
-    out["dataset"] = dataset
+        raise RuntimeError(f"rows {lo}-{hi}: parts give {dest} rows")
     _set_rows([(arrays[n].async_array, v) for n, v in out.items()], lo, hi)
     return hi - lo
 
@@ -102,21 +105,25 @@ def _set_rows(targets: Sequence[tuple], lo: int, hi: int) -> None:
     sync(write_all())
 
 
-def _create_arrays(zstore, table: str, n_rows: int, arrays: Mapping[str, dict]) -> None:
-    """The empty columns of ``table`` (metadata only), created concurrently."""
+def _create_arrays(zstore, table: str, n_rows: int, arrays: Mapping[str, dict]) -> dict:
+    """The empty columns of ``table`` (metadata only), created concurrently: ``{name: zarr.Array}``.
+
+    Codec and write options are the store's (:func:`lhcad.store.column_array_options`).
+    """
     import asyncio
 
+    import zarr
     import zarr.api.asynchronous as za
     from zarr.core.sync import sync
 
     async def create_all():
-        await asyncio.gather(*(
+        return await asyncio.gather(*(
             za.create_array(zstore, name=f"{table}/{name}", shape=(n_rows, *spec["shape"]),
                             dtype=np.dtype(spec["dtype"]), chunks=(max(1, min(ROW_CHUNK, n_rows)), *spec["shape"]),
-                            overwrite=True)
+                            overwrite=True, **_store.column_array_options())
             for name, spec in arrays.items()))
 
-    sync(create_all())
+    return {name: zarr.Array(a) for name, a in zip(arrays, sync(create_all()))}
 
 
 def _write_rows(root, store: str, table: str, parts_root: str, entries: Sequence[Mapping],
@@ -125,9 +132,8 @@ def _write_rows(root, store: str, table: str, parts_root: str, entries: Sequence
     if not arrays:
         return 0
     root.require_group(table)
-    _create_arrays(root.store, table, n_rows, arrays)
-    names = [n for n in arrays if n != "dataset"]
-    mapper(write_rows, [(str(store), table, parts_root, names, t) for t in tasks], f"consolidate {table}")
+    zarrays = _create_arrays(root.store, table, n_rows, arrays)
+    mapper(write_rows, [(parts_root, zarrays, t) for t in tasks], f"consolidate {table}")
     # (re-open: a zarr Group object caches its attributes; writing through a stale one loses keys)
     _store.open_store(store, mode="a")[table].attrs.update({"columns": list(arrays), "n_rows": n_rows})
     return n_rows

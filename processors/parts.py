@@ -129,3 +129,31 @@ def read_part(parts_root: str, key: str, names: Sequence[str] | None = None,
                 buf = fh.read((hi - lo) * row_bytes)
                 out[name] = np.frombuffer(buf, dtype=dtype).reshape((hi - lo, *shape[1:])).copy()
         return out
+
+
+def read_part_into(parts_root: str, key: str, out: Mapping[str, np.ndarray], start: int = 0) -> None:
+    """Fill each ``out[name]`` with rows ``start : start + len(out[name])`` of the part's array.
+
+    The bytes are read straight into the destination (one ``readinto`` per column, no intermediate
+    array) when its dtype matches the part's and it is contiguous; otherwise read and cast.
+    """
+    fs, root = _fs(parts_root)
+    path = f"{root.rstrip('/')}/{key}{SUFFIX}"
+    with fs.open(path, "rb") as fh:
+        head, header = _read_header(fh)
+        for name, dst in out.items():
+            spec = header["arrays"][name]
+            dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
+            rows = len(dst)
+            if start + rows > shape[0]:
+                raise ValueError(f"part {key}: {name} has {shape[0]} rows, asked for {start}-{start + rows}")
+            row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+            fh.seek(head + spec["offset"] + start * row_bytes)
+            if dst.dtype == dtype and dst.flags.c_contiguous and dst.shape[1:] == shape[1:]:
+                view = memoryview(dst).cast("B") if dst.nbytes else memoryview(b"")
+                got = fh.readinto(view) if dst.nbytes else 0
+                if got != dst.nbytes:
+                    raise ValueError(f"part {key}: {name} truncated ({got} of {dst.nbytes} bytes)")
+            else:
+                buf = fh.read(rows * row_bytes)
+                dst[...] = np.frombuffer(buf, dtype=dtype).reshape((rows, *shape[1:]))
