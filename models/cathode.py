@@ -1,7 +1,9 @@
 """CATHODE: a sideband-trained conditional flow makes an in-situ background template for the SR.
 
-1. A :class:`~lhcad.models.flows.ConditionalFlow` p(x | m) is trained on sideband (SB) data.
-2. m values for the SR are drawn from a Gaussian KDE of the SR data's m_jj, and the flow samples an
+1. A :class:`~lhcad.models.flows.ConditionalFlow` p(x | m) is trained on sideband (SB) data — or
+   several (an ensemble: independently trained flows, the template is their equal mixture, so the
+   mis-modelling of any one flow is diluted; the CATHODE paper samples from several epochs likewise).
+2. m values for the SR are drawn from a Gaussian KDE of the SR data's m_jj, and the flow(s) sample an
    oversampled (×``oversample``) background template x ~ p(x | m).
 3. A classifier (HGB or MLP ensemble) learns SR data vs template; its score is monotonic in
    p_data / p_background in the SR. Template rows are down-weighted so both classes weigh the same.
@@ -53,22 +55,35 @@ class CATHODE(Estimator):
         self.flow_params = flow_params
         self.random_state = random_state
 
+    @property
+    def background_flow_(self) -> ConditionalFlow:
+        """The first background flow (all of them: ``background_flows_``)."""
+        return self.background_flows_[0]
+
     def make_template(self, n: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` background-template events (x, m) in the SR (finite rows only)."""
+        """``n`` background-template events (x, m) in the SR (finite rows only): an equal mixture of
+        the background flows (flow j samples the rows with index ≡ j modulo the number of flows)."""
         m = sample_mass(self.m_sr_, n, random_state)
-        x = self.background_flow_.sample(m, random_state=random_state)
+        x = np.empty((len(m), len(self.background_flows_[0].pre_.lo_)))
+        k = len(self.background_flows_)
+        for j, flow in enumerate(self.background_flows_):
+            x[j::k] = flow.sample(m[j::k], random_state=random_state + 7919 * j)
         ok = np.isfinite(x).all(axis=1)
         return x[ok], m[ok]
 
-    def fit(self, X_sr, m_sr, background_flow: ConditionalFlow | None = None,
+    def fit(self, X_sr, m_sr, background_flow: ConditionalFlow | list[ConditionalFlow] | None = None,
             X_sb=None, m_sb=None, bounds=None) -> CATHODE:
-        """Train on SR data ``(X_sr, m_sr)``; the background flow is given, or trained on ``(X_sb, m_sb)``."""
+        """Train on SR data ``(X_sr, m_sr)``; the background flow (or a list of flows, sampled as an
+        equal mixture) is given, or one is trained on ``(X_sb, m_sb)``."""
         X_sr = np.asarray(X_sr, dtype=np.float64)
         if background_flow is None:
             if X_sb is None or m_sb is None:
                 raise ValueError("CATHODE.fit needs background_flow or sideband data (X_sb, m_sb)")
             background_flow = ConditionalFlow(**(self.flow_params or {})).fit(X_sb, m_sb, bounds=bounds)
-        self.background_flow_ = background_flow
+        flows = list(background_flow) if isinstance(background_flow, (list, tuple)) else [background_flow]
+        if not flows:
+            raise ValueError("CATHODE.fit: empty list of background flows")
+        self.background_flows_ = flows
         self.m_sr_ = np.asarray(m_sr, dtype=np.float64)
         x_t, _ = self.make_template(self.oversample * len(X_sr), self.random_state)
         X = np.concatenate([X_sr, x_t]).astype(np.float32)
@@ -95,11 +110,13 @@ class CATHODE(Estimator):
         return float(roc_auc_score(y, s))
 
     def _get_state(self) -> dict:
-        return {"classifier": self.classifier_.to_payload(), "flow": self.background_flow_.to_payload(),
+        return {"classifier": self.classifier_.to_payload(),
+                "flows": [f.to_payload() for f in self.background_flows_],
                 "m_sr": self.m_sr_, "n_train": self.n_train_}
 
     def _set_state(self, state: dict) -> None:
         self.classifier_ = classifier_from_payload(state["classifier"])
-        self.background_flow_ = ConditionalFlow.from_payload(state["flow"])
+        flows = state["flows"] if "flows" in state else [state["flow"]]      # "flow": one-flow artefacts
+        self.background_flows_ = [ConditionalFlow.from_payload(f) for f in flows]
         self.m_sr_ = np.asarray(state["m_sr"])
         self.n_train_ = tuple(state["n_train"])

@@ -184,6 +184,7 @@ class ConditionalFlow(Estimator):
         import torch
 
         self._check_fitted()
+        module = self.module         # built before seeding: building a loaded flow draws random init weights
         if random_state is not None:
             torch.manual_seed(random_state)
         m = np.asarray(m, dtype=np.float64)
@@ -192,7 +193,7 @@ class ConditionalFlow(Estimator):
         with torch.no_grad():
             for s in range(0, len(m), batch):
                 c = torch.as_tensor(self.mscale_(m[s:s + batch]), dtype=torch.float32, device=dev)
-                out.append(self.module(c).sample().cpu().numpy())
+                out.append(module(c).sample().cpu().numpy())
         z = np.concatenate(out) if out else np.empty((0, len(self.pre_.lo_)))
         return self.pre_.inverse_transform(z)
 

@@ -9,7 +9,7 @@ under ``<artefacts>/<lo>_<hi>/``:
 ``flow-<hash>/m<k>.pt``                background flow p(x | m) trained on the sidebands (shared by
                                        ANODE, CATHODE and R-ANODE; ``n_flows`` of them)
 ``<method>-<hash>/f<i>_m<k>.pt``       the estimator of fold i, ensemble member k (+ ``.json`` metrics)
-``<method>-<hash>/f<i>_m<k>.npy``      its scores for every candidate row (SR ∪ SB, finite features)
+``<method>-<hash>/f<i>_m<k>.npy``      its scores for the candidate rows of fold i (:func:`task_rows`)
 ``<method>-<hash>/summary.json``       combined metrics after scoring
 =====================================  ================================================================
 
@@ -18,7 +18,8 @@ finished artefacts and a changed setting trains afresh.
 
 k-fold: rows get a fold number from the seed; the model of fold i never trains on fold-i rows. Every
 row is scored by the members of its own fold (:func:`combine`), so rows a model trained on are scored
-out-of-fold and all rows share one score definition.
+out-of-fold and all rows share one score definition. A fold's members score only that fold's rows
+(scoring every row with every fold model cost k times the work for scores nobody used).
 
 Methods with their own inputs (:func:`method_features`) read their own feature view of the store
 (:func:`method_spec`): ``cathode_b`` the LHCO features + DeepB of both jets (its own background
@@ -177,6 +178,11 @@ def candidates(d: DijetData, sr, cfg: dict) -> np.ndarray:
     return in_sr | in_sb
 
 
+def task_rows(d: DijetData, sr, cfg: dict, fold: int) -> np.ndarray:
+    """Indices of the rows the members of ``fold`` score: the candidates that fall in that fold."""
+    return np.flatnonzero(candidates(d, sr, cfg) & (folds_of(d.n, cfg["folds"], cfg["seed"]) == fold))
+
+
 def training_pool(d: DijetData, method: str, sr, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
     """(class-1 rows, class-0 rows) a method trains on in window ``sr`` (before the fold split).
 
@@ -315,7 +321,9 @@ def fit_task(task: dict) -> dict:
 
         est = CATHODE(cfg["classifier"], classifier_params(cfg, seed), oversample=cfg["oversample"],
                       random_state=seed)
-        est.fit(d.X[train1], d.m[train1], background_flow=_load_flow(spec, sr, k))
+        # the template is an equal mixture of all n_flows background flows (a flow ensemble)
+        flows = [_load_flow(spec, sr, j) for j in range(cfg["n_flows"])]
+        est.fit(d.X[train1], d.m[train1], background_flow=flows)
         held = pos & (fid == fold)
         if held.sum() >= 10:
             info["template_auc"] = est.template_auc(d.X[held], random_state=seed + 77)
@@ -388,18 +396,20 @@ def estimator_class(method: str):
 
 
 def score_task(task: dict) -> dict:
-    """Score every candidate row with one fitted estimator (reused when its scores are newer)."""
+    """Score the candidate rows of the task's fold with its fitted estimator (reused when its scores
+    are newer than the model and cover those rows)."""
     spec, sr, method = task["spec"], tuple(task["sr"]), task["method"]
     base = method_dir(spec, method, sr) / f"f{task['fold']}_m{task['member']}"
     model, out = base.with_suffix(".pt"), base.with_suffix(".npy")
     if not model.exists():
         raise FileNotFoundError(f"{model}: no trained model (run `lhcad train {method}` first)")
-    if out.exists() and out.stat().st_mtime >= model.stat().st_mtime:
+    d = task_data(spec)
+    rows = task_rows(d, sr, spec["cfg"], task["fold"])
+    if (out.exists() and out.stat().st_mtime >= model.stat().st_mtime
+            and np.load(out, mmap_mode="r").shape == (len(rows),)):
         return {"path": str(out), "reused": True, "wall_s": 0.0}
     t0 = time.perf_counter()
     _set_threads(spec)
-    d = task_data(spec)
-    rows = candidates(d, sr, spec["cfg"])
     est = estimator_class(method).load(model)
     s = np.asarray(est.score_samples(d.X[rows], d.m[rows]), dtype=np.float32)
     np.save(out.with_name(f".{out.name}.{os.getpid()}.npy"), s)
@@ -451,19 +461,19 @@ def combine(spec: dict, method: str, sr, d: DijetData | None = None) -> np.ndarr
     spec = method_spec(spec, method)
     cfg = spec["cfg"]
     d = d or task_data(spec)
-    rows = candidates(d, sr, cfg)
     mdir = method_dir(spec, method, sr)
-    per = np.stack([[np.load(mdir / f"f{f}_m{k}.npy") for k in range(cfg["ensemble"])]
-                    for f in range(cfg["folds"])])            # (folds, members, n_candidates)
-    mean_members = per.mean(axis=1)                           # (folds, n_candidates)
     # Every row is scored by the model of its own fold: training rows are then out-of-fold, and all
     # rows share one score definition. (Averaging the fold models for untrained rows gave them
     # narrower tails than the trained SR rows, so a top-ε cut passed more background inside the
     # training window than outside: a step at the SR edges that the bump hunt read as signal.)
-    fid = folds_of(d.n, cfg["folds"], cfg["seed"])[rows]
-    cand = mean_members[fid, np.arange(fid.size)]
     out = np.full(d.n, np.nan, dtype=np.float32)
-    out[rows] = cand
+    for f in range(cfg["folds"]):
+        rows = task_rows(d, sr, cfg, f)
+        per = np.stack([np.load(mdir / f"f{f}_m{k}.npy") for k in range(cfg["ensemble"])])
+        if per.shape[1] != len(rows):
+            raise ValueError(f"{mdir}/f{f}_m*.npy: {per.shape[1]} scores for {len(rows)} rows of fold {f} "
+                             f"(stale artefacts: rerun `lhcad score`)")
+        out[rows] = per.mean(axis=0)                          # mean over the fold's members
     return out
 
 
@@ -502,6 +512,7 @@ def score(cluster, spec: dict, methods, write: bool = True) -> dict:
                 vals = [i[extra] for i in infos if extra in i]
                 if vals:
                     summary[extra] = float(np.mean(vals))
+                    summary[f"{extra}_folds"] = [float(v) for v in vals]
             rows, name = evaluation_rows(d, sr)
             if rows.any():
                 summary.update(sic_summary(d.truth[rows] > 0, full[rows]))

@@ -142,6 +142,29 @@ def test_flow_methods_roundtrip(toy, tmp_path):
         ranode.score_samples(X_sr, None)
 
 
+def test_cathode_template_is_an_equal_mixture_of_its_flows(tmp_path):
+    """A flow ensemble: two flows that each mis-model the background (one shifted up, one down) give
+    a template whose mean is the mixture's — half the bias of either — and it survives save/load."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    m = rng.uniform(3000, 4000, n)
+    X = np.column_stack([rng.normal(5, 1, n), rng.normal(0, 1, n)])
+    box = (np.r_[-2.0, -8.0], np.r_[12.0, 8.0])
+    up = ConditionalFlow(**FLOW).fit(X + [1.0, 0.0], m, bounds=box)
+    down = ConditionalFlow(**FLOW).fit(X - [1.0, 0.0], m, bounds=box)
+    sr = (m > 3300) & (m < 3700)
+    means = {}
+    for name, flows in {"up": up, "down": down, "mix": [up, down]}.items():
+        c = CATHODE("hgb", {"max_iter": 20}, oversample=1).fit(X[sr], m[sr], background_flow=flows)
+        means[name] = c.make_template(8000, 3)[0][:, 0].mean()
+    assert means["up"] > 5.6 and means["down"] < 4.4, means
+    assert abs(means["mix"] - (means["up"] + means["down"]) / 2) < 0.1, means
+    path = c.save(tmp_path / "mix.pt")
+    again = CATHODE.load(path)
+    assert len(again.background_flows_) == 2
+    np.testing.assert_allclose(again.make_template(500, 4)[0], c.make_template(500, 4)[0], rtol=1e-5)
+
+
 def test_tight_bounds_keep_template_inside_physical_edges():
     """Bounded features (τ21 reflected into [0.1, 0.98], Δm ≥ 0) have density at their edges. With the
     default box of :meth:`DijetData.bounds` (hugging the data) the flow's template cannot cross the

@@ -64,6 +64,13 @@ def test_methods_in_process_scores_and_sic(toy_store, tmp_path):
     # every SR data row (the CATHODE training pool) is scored — by its held-out fold's model
     pos, _ = jobs.training_pool(d, "cathode", (3300, 3700), spec["cfg"])
     assert np.isfinite(_store.read_scores(store, "dijet", "cathode__3300_3700")[pos]).all()
+    # a fold's model scores only its fold's rows; a stale score file (other rows) is rescored, not reused
+    mdir, rows0 = jobs.method_dir(spec, "cathode", (3300, 3700)), jobs.task_rows(d, (3300, 3700), spec["cfg"], 0)
+    assert np.load(mdir / "f0_m0.npy").shape == (len(rows0),) and len(rows0) < 0.7 * d.finite.sum()
+    np.save(mdir / "f0_m0.npy", np.zeros(len(rows0) + 1, np.float32))
+    task = {"spec": spec, "sr": (3300, 3700), "method": "cathode", "fold": 0, "member": 0}
+    assert not jobs.score_task(task)["reused"] and np.load(mdir / "f0_m0.npy").shape == (len(rows0),)
+    assert jobs.score_task(task)["reused"]
 
 
 def test_one_score_definition_inside_and_outside_the_training_pool(toy_store, tmp_path):
@@ -237,7 +244,8 @@ def test_per_jet_methods_train_and_score_as_jobs(jet_store, tmp_path):
         est = jobs.estimator_class(method).load(mdir / "f0_m0.pt")
         d = jobs.task_data(jobs.method_spec(spec, method))
         assert d.features == jobs.method_features()[method]
-        np.testing.assert_allclose(est.score_samples(d.X[:500], d.m[:500]),
+        r0 = jobs.task_rows(d, (3300, 3700), spec["cfg"], 0)[:500]        # rows fold 0's models score
+        np.testing.assert_allclose(est.score_samples(d.X[r0], d.m[r0]),
                                    np.load(mdir / "f0_m0.npy")[:500], rtol=1e-4, atol=1e-5)
     info = json.loads((jobs.method_dir(spec, "vaeqr", (3300, 3700)) / "f1_m0.json").read_text())
     assert info["vae_trained_on"] == "|Δη| > 1.4"
