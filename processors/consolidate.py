@@ -34,6 +34,24 @@ def _sum_cutflows(entries: Sequence[Mapping]) -> dict[str, dict[str, int]]:
 
 
 ROW_CHUNK = 262_144  # rows per Zarr chunk of the row tables (as lhcad.store.TableWriter)
+# bytes per row of the columns one consolidation task writes (~8 MB per task): a task is one Zarr
+# chunk of rows x a group of columns, so there are enough similar tasks to keep every worker busy
+# (whole row chunks only gave 6 tasks for 1.33 M dijet rows: 3 + 2.07 chunks on 2 workers)
+TASK_ROW_BYTES = 32
+
+
+def column_groups(arrays: Mapping[str, dict], row_bytes: int = TASK_ROW_BYTES) -> list[list[str]]:
+    """Consecutive columns grouped to about ``row_bytes`` per row (a wider column is its own group)."""
+    groups: list[list[str]] = []
+    size = 0
+    for name, spec in arrays.items():
+        width = np.dtype(spec["dtype"]).itemsize * int(np.prod(spec["shape"], dtype=np.int64))
+        if not groups or size + width > row_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(name)
+        size += width
+    return groups
 
 
 def plan_rows(parts_root: str, entries: Sequence[Mapping], codes: Mapping[str, int],
@@ -41,9 +59,9 @@ def plan_rows(parts_root: str, entries: Sequence[Mapping], codes: Mapping[str, i
     """Row layout of a table from its committed parts, in ``entries`` order.
 
     Returns ``(n_rows, arrays, tasks)``: ``arrays`` maps column name to dtype and per-row shape (in
-    the parts' column order, then ``dataset``); each task covers whole Zarr chunks ``[lo, hi)`` and
-    lists the part slices ``(key, start, stop, dataset code)`` that fill it, so that tasks write
-    disjoint Zarr chunks and can run in parallel.
+    the parts' column order, then ``dataset``); each task ``(lo, hi, pieces, names)`` covers whole
+    Zarr chunks ``[lo, hi)`` of the columns ``names`` and lists the part slices ``(key, start, stop,
+    dataset code)`` that fill it, so that tasks write disjoint Zarr chunks and can run in parallel.
     """
     done = [e for e in entries if e["status"] == "done"]
     arrays: dict[str, dict] = {}
@@ -61,21 +79,22 @@ def plan_rows(parts_root: str, entries: Sequence[Mapping], codes: Mapping[str, i
     if done:
         arrays["dataset"] = {"dtype": np.dtype(np.int32).str, "shape": []}
     n_rows = pos
+    groups = column_groups(arrays)
     tasks = []
     for lo in range(0, n_rows, chunk_rows):
         hi = min(n_rows, lo + chunk_rows)
         sl = [(key, max(lo, start) - start, min(hi, start + rows) - start, code)
               for start, key, rows, code in pieces if start < hi and start + rows > lo and rows]
-        tasks.append((lo, hi, sl))
+        tasks.extend((lo, hi, sl, names) for names in groups)
     return n_rows, arrays, tasks
 
 
 def write_rows(job: tuple) -> int:
-    """One consolidation task (runs on a worker): rows ``[lo, hi)`` of every column from the parts.
+    """One consolidation task (runs on a worker): rows ``[lo, hi)`` of some columns from the parts.
 
-    ``arrays`` are the table's (pickled) ``zarr.Array`` objects, so a task reads no Zarr metadata;
-    each part slice is read straight into the chunk buffer and every column's chunk is written in
-    one concurrent Zarr call.
+    ``arrays`` are those columns' (pickled) ``zarr.Array`` objects, so a task reads no Zarr
+    metadata; each part slice is read straight into the chunk buffer and every column's chunk is
+    written in one concurrent Zarr call.
     """
     parts_root, arrays, (lo, hi, pieces) = job
     out = {n: np.empty((hi - lo, *a.shape[1:]), a.dtype) for n, a in arrays.items()}
@@ -83,7 +102,8 @@ def write_rows(job: tuple) -> int:
     dest = 0
     for key, start, stop, code in pieces:
         rows = stop - start
-        _parts.read_part_into(parts_root, key, {n: out[n][dest:dest + rows] for n in names}, start)
+        if names:
+            _parts.read_part_into(parts_root, key, {n: out[n][dest:dest + rows] for n in names}, start)
         if "dataset" in out:
             out["dataset"][dest:dest + rows] = code
         dest += rows
@@ -133,7 +153,8 @@ def _write_rows(root, store: str, table: str, parts_root: str, entries: Sequence
         return 0
     root.require_group(table)
     zarrays = _create_arrays(root.store, table, n_rows, arrays)
-    mapper(write_rows, [(parts_root, zarrays, t) for t in tasks], f"consolidate {table}")
+    mapper(write_rows, [(parts_root, {n: zarrays[n] for n in names}, (lo, hi, pieces))
+                        for lo, hi, pieces, names in tasks], f"consolidate {table}")
     # (re-open: a zarr Group object caches its attributes; writing through a stale one loses keys)
     _store.open_store(store, mode="a")[table].attrs.update({"columns": list(arrays), "n_rows": n_rows})
     return n_rows
