@@ -286,6 +286,7 @@ class TableWriter:
 
     Rows are buffered up to ``chunk_rows`` (memory bounded by one chunk of every column), so each
     Zarr chunk is written once; the table gets the same attrs as :func:`append_columns` writes.
+    Columns use the row tables' codec (:func:`column_array_options`), as the processors' tables do.
 
     >>> w = TableWriter(root, "dijet", n_rows=10)          # doctest: +SKIP
     >>> w.write({"mjj": np.ones(10)}); w.close()          # doctest: +SKIP

@@ -16,7 +16,7 @@ from lhcad import store
 from lhcad.cli import main
 from lhcad.cluster import Cluster
 from lhcad.config import ClusterConfig, ConfigError
-from lhcad.processors.dijet import four_vector_mass
+from lhcad.processors.dijet import four_vector_mass, leading_two, pair_mass
 from lhcad.processors.runner import process
 from lhcad.processors.samples import write_nanoaod
 
@@ -195,6 +195,35 @@ def test_dijet_features_match_uproot(samples, stores):
     assert np.isnan(got["j1_nconst"][got["dataset"] == names.index("dimuon")]).all()
     assert np.isfinite(got["j1_nconst"][got["dataset"] == names.index("tt")]).all()
     assert stores["dijet", "iterative"][1]["missing_branches"] == ["FatJet_lsf3", "FatJet_nConstituents"]
+
+
+def test_leading_two_and_pair_mass_match_direct_computations():
+    """The flat-buffer helpers of the dijet processor against per-event loops / the Cartesian sum."""
+    rng = np.random.default_rng(5)
+
+    def loop(offsets, pt, good):  # per event: good jets by descending pT (stable), first two
+        rows = []
+        for e in range(len(offsets) - 1):
+            jets = sorted((j for j in range(offsets[e], offsets[e + 1]) if good[j]), key=lambda j: -pt[j])
+            if len(jets) >= 2:
+                rows.append((jets[0], jets[1], e))
+        return [np.array(c, np.int64) for c in zip(*rows)] if rows else [np.zeros(0, np.int64)] * 3
+
+    for trial in range(60):
+        counts = rng.integers(0, 5, rng.integers(0, 25))
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        # ties (few distinct values) and, in every other trial, pT-ordered collections as in NanoAOD
+        pt = rng.choice(np.array([100, 200, 300, 400], np.float32), offsets[-1])
+        if trial % 2:
+            pt = np.concatenate([np.sort(pt[a:b])[::-1] for a, b in zip(offsets[:-1], offsets[1:])] + [pt[:0]])
+        good = rng.random(offsets[-1]) < 0.7
+        for got, exp in zip(leading_two(offsets, pt, good), loop(offsets, pt, good)):
+            np.testing.assert_array_equal(got, exp)
+
+    n = 10_000
+    jets = [[rng.exponential(300, n) + 300, rng.uniform(-2.5, 2.5, n), rng.uniform(-np.pi, np.pi, n),
+             rng.uniform(0, 600, n)] for _ in range(2)]
+    np.testing.assert_allclose(pair_mass(*jets[0], *jets[1]), four_vector_mass(*jets[0], *jets[1]), rtol=1e-10)
 
 
 def test_dijet_default_cms_selection(samples, tmp_path):
