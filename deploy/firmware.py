@@ -3,9 +3,12 @@
 :func:`build_firmware` reads the model written by ``lhcad l1 train`` (``ae.pt`` / ``vae.pt``) and the
 L1 background from the store, then
 
-1. quantises the 57 input features to ``ap_fixed<input_bits, input_integer_bits>``;
-2. rebuilds the deployed network in QKeras and re-trains it with QAT while pruning to the target
-   sparsity (:mod:`lhcad.deploy.qat`, :mod:`lhcad.deploy.prune`); training events come from the
+1. scales the float μ layer to unit RMS on background (the score Σ(s·μ)² ranks as Σμ²), folds the
+   input RMS into the first layer (the firmware reads standardised features), and derives
+   the integer bits of inputs, weights, activations and output from the scaled ranges
+   (:mod:`lhcad.deploy.ranges`; explicit bits in the config override); quantises the 57 input features to ``ap_fixed<input_bits, I_in>``;
+2. rebuilds the deployed network in QKeras and re-trains it with QAT while pruning to the total
+   target sparsity, first-layer first (:func:`lhcad.deploy.ranges.prune_targets`) (:mod:`lhcad.deploy.qat`, :mod:`lhcad.deploy.prune`); training events come from the
    model's training split (``split.npz`` next to the model), checks from its held-out part;
 3. converts it with hls4ml (Vitis, ``io_parallel``, Latency), writes and ``compile()`` s the C
    simulation with g++ (:mod:`lhcad.deploy.hls`);
@@ -56,15 +59,22 @@ def _tail_spearman(s_float: dict, s_q: dict, quantile: float = 0.99) -> float:
     return float(spearmanr(f[keep], q[keep]).statistic) if keep.sum() > 2 else float("nan")
 
 
-def _resolution(model, p_bkg: np.ndarray, kind: str, cfg) -> dict:
-    """Spread of the float network output on background vs the fixed-point steps: a deployed output
-    whose spread is a few LSBs (e.g. a collapsed VAE posterior, μ ≈ 0) cannot be ranked in firmware."""
-    out = model.score_all(p_bkg[:100_000])["latent"] if kind == "mu2" else None
-    return {"weight_lsb": 2.0 ** -(cfg.weight_bits - cfg.integer_bits - 1),
-            "activation_lsb": 2.0 ** -(cfg.activation_bits - cfg.activation_integer_bits),
-            "input_lsb": 2.0 ** -(cfg.input_bits - cfg.input_integer_bits),
-            "float_mu_std_background": None if out is None else np.round(out.std(0), 5).tolist(),
-            "note": "float mu spread per latent dimension on background; compare with the LSBs"}
+def _resolution(layers, x_float: np.ndarray, kind: str, cfg, fmt: dict, w_int, a_int, o_int, in_int) -> dict:
+    """Spread of the (rescaled) float network output on background vs the fixed-point steps: a deployed
+    output whose spread is a few LSBs (e.g. a collapsed VAE posterior without rescaling) cannot be ranked."""
+    from lhcad.deploy.ranges import forward
+
+    per = lambda v, name: v[name] if isinstance(v, dict) else v  # noqa: E731
+    out = forward(layers, x_float[:100_000])[-1]
+    return {"weight_lsb": {layer.name: 2.0 ** -(cfg.weight_bits - per(w_int, layer.name) - 1) for layer in layers},
+            "activation_lsb": {layer.name: 2.0 ** -(cfg.activation_bits - per(a_int, layer.name))
+                               for layer in layers if layer.activation == "relu"},
+            "input_lsb": 2.0 ** -(cfg.input_bits - in_int),
+            "output_lsb": 2.0 ** -(cfg.output_bits - o_int - 1),
+            "float_output_std_background": np.round(out.std(0), 5).tolist(),
+            "float_ranges": fmt["ranges"],
+            "note": "spread of the deployed float output (after the rescaling) per dimension on background; "
+                    "compare with output_lsb"}
 
 
 def _data(model_path: Path, store: str, cfg, seed: int = 0):
@@ -97,7 +107,7 @@ def build_firmware(model_path: str | Path, store: str, out: str | Path, cfg=None
     from scipy.stats import spearmanr
 
     from lhcad.config import DeployConfig
-    from lhcad.deploy import flops, hls, prune, qat, report
+    from lhcad.deploy import flops, hls, prune, qat, ranges, report
     from lhcad.log import progress
     from lhcad.models.l1_base import load_model
     from lhcad.models.l1_metrics import tpr_at_fpr
@@ -113,17 +123,49 @@ def build_firmware(model_path: str | Path, store: str, out: str | Path, cfg=None
     with progress() as bar:
         task = bar.add_task("deploy firmware", total=5)
         p_train, p_bkg, p_sig = _data(model_path, store, cfg)
-        q = lambda p: quantize_fixed(model.transform(p), cfg.input_bits, cfg.input_integer_bits)  # noqa: E731
-        x_train = q(p_train)
-        y_train = model.score_all(p_train)["latent"] if kind == "mu2" else x_train
-        bar.advance(task)
+        xf_train = model.transform(p_train)
         layers = model.dense_layers()
-        relu = {layer.name for layer in layers if layer.activation == "relu"}
-        qmodel = qat.build(layers, cfg.weight_bits, cfg.integer_bits, cfg.activation_bits, cfg.activation_integer_bits)
-        qmodel, losses = qat.train(qmodel, x_train, y_train.astype(np.float32), sparsity=cfg.sparsity,
-                                   epochs=cfg.qat_epochs)
+        # μ head: one ranking-preserving scale so that μ is O(1) on background (an AE's output is compared
+        # with its input and keeps its scale)
+        out_scale, in_scale = 1.0, np.ones(xf_train.shape[1])
+        if cfg.scale_output and kind == "mu2":
+            layers, out_scale = ranges.scale_output(layers, xf_train)
+        if cfg.standardise_inputs and kind == "mu2":  # an AE's score compares output and input: not for it
+            layers, in_scale = ranges.standardise_inputs(layers, xf_train)
+        xf_train = xf_train / in_scale
+        fmt = ranges.formats(layers, xf_train)
+        prune_targets = ranges.prune_targets(layers, cfg.sparsity)
+        pick = lambda given_bits, auto: auto if given_bits is None else given_bits  # noqa: E731
+        in_int, w_int = pick(cfg.input_integer_bits, fmt["input"]), pick(cfg.integer_bits, fmt["weights"])
+        a_int, o_int = pick(cfg.activation_integer_bits, fmt["activations"]), pick(cfg.output_integer_bits, fmt["output"])
+        # bit widths not given: the cheapest rung whose post-training-quantised network ranks background
+        # like the float one (integer bits from the ranges above, fractional bits from this search)
+        given = cfg
+        bits_search = None
+        if None in (cfg.weight_bits, cfg.activation_bits, cfg.input_bits):
+            xs = xf_train[:50_000]
+            score_fn = (lambda o: (o**2).sum(1)) if kind == "mu2" else (lambda o: ((o - xs) ** 2).mean(1))  # noqa: E731
+            fmt_used = {"input": in_int, "output": o_int,
+                        "weights": {layer.name: _per(w_int, layer.name) for layer in layers},
+                        "activations": {layer.name: _per(a_int, layer.name) for layer in layers if layer.activation == "relu"}}
+            (wb, ab, ib), tried = ranges.choose_bits(layers, xs, fmt_used, score_fn, cfg.output_bits, cfg.bits_target_spearman)
+            cfg = cfg.model_copy(update={"weight_bits": pick(cfg.weight_bits, wb), "activation_bits": pick(cfg.activation_bits, ab),
+                                         "input_bits": pick(cfg.input_bits, ib)})
+            bits_search = {"target_spearman_vs_float": cfg.bits_target_spearman, "events": len(xs), "tried": tried,
+                           "rule": "post-training quantisation (numpy, before pruning/QAT) of the scaled network; "
+                                   "cheapest rung of deploy.ranges.BIT_LADDER reaching the target"}
+        q = lambda p: quantize_fixed(model.transform(p) / in_scale, cfg.input_bits, in_int)  # noqa: E731
+        x_train = q(p_train)
+        # QAT target: the rescaled float encoder output (distillation) / the input (AE objective)
+        y_train = ranges.forward(layers, xf_train)[-1] if kind == "mu2" else x_train
         bar.advance(task)
-        hls_cfg = hls.hls4ml_config(qmodel, f"fixed<{cfg.input_bits},{cfg.input_integer_bits}>", cfg.reuse_factor)
+        relu = {layer.name for layer in layers if layer.activation == "relu"}
+        qmodel = qat.build(layers, cfg.weight_bits, w_int, cfg.activation_bits, a_int,
+                           output_bits=cfg.output_bits, output_integer_bits=o_int)
+        qmodel, losses = qat.train(qmodel, x_train, y_train.astype(np.float32), sparsity=prune_targets,
+                                   epochs=cfg.qat_epochs, ramp=0.3)
+        bar.advance(task)
+        hls_cfg = hls.hls4ml_config(qmodel, f"fixed<{cfg.input_bits},{in_int}>", cfg.reuse_factor)
         project = out / "hls_project"
         hm = hls.convert(qmodel, project, hls_cfg, cfg.part, cfg.clock_period_ns)
         bar.advance(task)
@@ -140,9 +182,12 @@ def build_firmware(model_path: str | Path, store: str, out: str | Path, cfg=None
         fpr = check_fpr(len(p_bkg))
         tpr = {}
         for sig in p_sig:
-            t = {name: tpr_at_fpr(d["sm"], d[sig], fpr)["tpr"] for name, d in (("float", s_float), ("qkeras", s_q), ("hls", s_h))}
+            res = {name: tpr_at_fpr(d["sm"], d[sig], fpr) for name, d in (("float", s_float), ("qkeras", s_q), ("hls", s_h))}
+            t = {name: r["tpr"] for name, r in res.items()}
+            t["err"] = {name: r["tpr_err"] for name, r in res.items()}
             t["hls_over_qkeras"] = t["hls"] / t["qkeras"] if t["qkeras"] > 0 else None
             t["qkeras_over_float"] = t["qkeras"] / t["float"] if t["float"] > 0 else None
+            t["hls_over_float"] = t["hls"] / t["float"] if t["float"] > 0 else None
             tpr[sig] = t
         accuracy = {
             "n_background": len(p_bkg), "n_signal": {s: len(p) for s, p in p_sig.items()},
@@ -152,8 +197,10 @@ def build_firmware(model_path: str | Path, store: str, out: str | Path, cfg=None
             "spearman_hls_vs_qkeras": float(spearmanr(allh, allq).statistic),
             "spearman_qkeras_vs_float": float(spearmanr(allq, allf).statistic),
             "spearman_qkeras_vs_float_tail": _tail_spearman(s_float, s_q),
-            "quantisation_vs_signal": _resolution(model, p_bkg, kind, cfg),
+            "quantisation_vs_signal": _resolution(layers, xf_train, kind, cfg, fmt, w_int, a_int, o_int, in_int),
             "fpr_for_tpr": fpr,
+            "score_scale": "the deployed score is output_scale**2 * the float score (same ranking); "
+                           "max_abs_delta_score is in deployed units",
             "fpr_note": "TPR at FPR = 1e-5 needs >= 1M background events; the check uses the smallest power of ten "
                         "with >= 10 background events above threshold",
             "tpr": tpr,
@@ -185,15 +232,30 @@ def build_firmware(model_path: str | Path, store: str, out: str | Path, cfg=None
                    "versions": {"hls4ml": hls4ml.__version__, "qkeras": getattr(qkeras, "__version__", "?"),
                                 "tensorflow": tf.__version__, "python": platform.python_version()}},
         "bit_widths": {
-            "inputs": f"ap_fixed<{cfg.input_bits},{cfg.input_integer_bits}>",
-            "weights_biases": f"quantized_bits({cfg.weight_bits},{cfg.integer_bits}) = ap_fixed<{cfg.weight_bits},{cfg.integer_bits + 1}>",
-            "activations": f"quantized_relu({cfg.activation_bits},{cfg.activation_integer_bits}) = "
-                           f"ap_ufixed<{cfg.activation_bits},{cfg.activation_integer_bits}>",
+            "inputs": f"ap_fixed<{cfg.input_bits},{in_int}>",
+            "weights_biases": {layer.name: _qb(cfg.weight_bits, w_int, layer.name) for layer in layers},
+            "activations": {name: f"quantized_relu({cfg.activation_bits},{_per(a_int, name)}) = "
+                            f"ap_ufixed<{cfg.activation_bits},{_per(a_int, name)}>" for name in sorted(relu)},
+            "output": _qb(cfg.output_bits, o_int) + " (round to nearest, saturate)",
+            "widths_from": {k: "config" if v is not None else "bit search (bits_search)" for k, v in (
+                ("weights", given.weight_bits), ("activations", given.activation_bits), ("inputs", given.input_bits))},
+            "bits_search": bits_search,
+            "integer_bits_from": {k: "config" if v is not None else "float ranges" for k, v in (
+                ("inputs", cfg.input_integer_bits), ("weights", cfg.integer_bits),
+                ("activations", cfg.activation_integer_bits), ("output", cfg.output_integer_bits))},
             "per_layer": {name: lc.get("Precision", {}) for name, lc in hls_cfg["LayerName"].items()},
         },
+        "rescaling": {"output_scale": out_scale, "input_scale": np.round(in_scale, 6).tolist(),
+                      "note": "mu layer weights and bias multiplied by output_scale (mu RMS 1 on background): "
+                              "deployed score = output_scale**2 * float score, same ranking; the firmware reads "
+                              "feature_i / input_scale_i (input RMS on background, >= 0.05) and the first layer "
+                              "rows are multiplied by input_scale (same function; magnitude pruning then "
+                              "measures importance on background)"},
         "qat": {"epochs": cfg.qat_epochs, "events": len(p_train), "loss_history": losses,
-                "target": "float VAE mu (distillation)" if kind == "mu2" else "input (autoencoder objective)"},
-        "sparsity": {"target": cfg.sparsity, "pruned": prune.sparsity(kf), "after_quantization": prune.sparsity(kq)},
+                "target": "rescaled float VAE mu (distillation)" if kind == "mu2" else "input (autoencoder objective)"},
+        "sparsity": {"target": cfg.sparsity, "target_per_layer": prune_targets, "pruned": prune.sparsity(kf),
+                     "after_quantization": prune.sparsity(kq),
+                     "rule": "total target over all weights, taken from the first layer first (<= 80 % per layer)"},
         "flops": flops.summary(kq, relu, kind),
         "resources": report.dsp_estimate(kq, cfg.reuse_factor, cfg.weight_bits, in_widths),
         "latency": report.latency_estimate(kq, relu, cfg.reuse_factor, cfg.clock_period_ns),
@@ -202,6 +264,15 @@ def build_firmware(model_path: str | Path, store: str, out: str | Path, cfg=None
     }
     rep["artefacts"]["firmware_report"] = str(report.write(rep, out / "firmware_report.json"))
     return rep
+
+
+def _per(v, name: str) -> int:
+    return v[name] if isinstance(v, dict) else v
+
+
+def _qb(bits: int, integer, name: str | None = None) -> str:
+    i = _per(integer, name) if name else integer
+    return f"quantized_bits({bits},{i}) = ap_fixed<{bits},{i + 1}>"
 
 
 def pipeline_stage(cfg, ctx) -> dict:

@@ -11,19 +11,43 @@ from __future__ import annotations
 import numpy as np
 
 
-def wrap(model, target: float, total_steps: int, ramp: float = 0.6):
-    """``prune_low_magnitude`` on every prunable (dense) layer; returns (model, callbacks)."""
+def wrap(model, target, total_steps: int, ramp: float = 0.6):
+    """``prune_low_magnitude`` on the dense layers; returns (model, callbacks).
+
+    ``target`` is one sparsity for every dense layer, or ``{layer name: sparsity}`` (layers not named,
+    or with 0, are not pruned).
+    """
     from lhcad.deploy.hls import legacy_keras
 
-    legacy_keras()
+    keras = legacy_keras()
     import tensorflow_model_optimization as tfmot
 
     end = max(2, int(ramp * total_steps))
-    schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=target, begin_step=0, end_step=end,
-        frequency=max(1, end // 50))
-    pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+
+    def schedule(final):
+        return tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=final, begin_step=0,
+                                                    end_step=end, frequency=max(1, end // 50))
+
+    if not isinstance(target, dict):
+        return tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule(target)), [
+            tfmot.sparsity.keras.UpdatePruningStep()]
+
+    def clone(layer):
+        if target.get(layer.name, 0) > 0:
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule(target[layer.name]))
+        return layer.__class__.from_config(layer.get_config())
+
+    pruned = keras.models.clone_model(model, clone_function=clone)
+    _copy_weights(model, pruned)
     return pruned, [tfmot.sparsity.keras.UpdatePruningStep()]
+
+
+def _copy_weights(src, dst) -> None:
+    """Copy each layer's weights into its clone (the clone keeps the layer order; a pruning wrapper
+    holds the original layer as ``.layer``)."""
+    for a, b in zip(src.layers, dst.layers, strict=True):
+        if a.get_weights():
+            getattr(b, "layer", b).set_weights(a.get_weights())
 
 
 def strip(model):

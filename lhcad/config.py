@@ -368,13 +368,21 @@ class DeployConfig(_Strict):
     """Firmware stage (deploy/): QKeras QAT + pruning + hls4ml of the chosen L1 encoder."""
 
     model: Literal["vae", "ae"] = "vae"
-    weight_bits: int = Field(8, ge=2, le=32)
-    integer_bits: int = Field(1, ge=0, description="QKeras integer bits (sign excluded): ap_fixed<weight_bits, integer_bits+1>")
-    activation_bits: int = Field(12, ge=2, le=32)
-    activation_integer_bits: int = Field(4, ge=0)
-    input_bits: int = Field(16, ge=2, le=32)
-    input_integer_bits: int = Field(6, ge=1)
-    sparsity: float = Field(0.5, ge=0, lt=1)
+    weight_bits: int | None = Field(None, ge=2, le=32, description="None: cheapest rung of deploy.ranges.BIT_LADDER "
+                                    "reaching bits_target_spearman (with activation/input bits)")
+    integer_bits: int | None = Field(None, ge=0, description="QKeras weight integer bits (sign excluded): "
+                                     "ap_fixed<weight_bits, integer_bits+1>; None: per layer from the float ranges")
+    activation_bits: int | None = Field(None, ge=2, le=32)
+    activation_integer_bits: int | None = Field(None, ge=0, description="None: per layer from the float ranges")
+    input_bits: int | None = Field(None, ge=2, le=32)
+    input_integer_bits: int | None = Field(None, ge=1, description="ap_fixed integer bits incl. sign; None: from the input range")
+    output_bits: int = Field(18, ge=2, le=32, description="bits of the network output (saturating quantized_bits)")
+    bits_target_spearman: float = Field(0.99, gt=0, le=1, description="post-training-quantisation Spearman vs float "
+                                        "on background that the automatic bit widths must reach")
+    output_integer_bits: int | None = Field(None, ge=0, description="None: from the float output range + 2 bits headroom")
+    scale_output: bool = Field(True, description="scale the VAE mu layer to unit RMS on background (ranking-preserving; deploy/ranges.py)")
+    standardise_inputs: bool = Field(True, description="VAE: fold the input RMS into the first layer (pruning by importance; deploy/ranges.py)")
+    sparsity: float = Field(0.5, ge=0, lt=0.8, description="total pruning sparsity (first layer first, <= 80 % per layer)")
     qat_epochs: int = Field(10, ge=1)
     qat_events: int = Field(200_000, gt=0)
     check_events: int = Field(20_000, ge=1000, description="events for the C-sim vs QKeras check")

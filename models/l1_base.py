@@ -48,13 +48,16 @@ class L1Estimator(Estimator):
         raise NotImplementedError
 
     # ---------------------------------------------------------------- estimator API
-    def fit(self, particles: np.ndarray, progress: bool = True) -> L1Estimator:
-        """Train on background events (N, 19, 3) with Adam, ``epochs`` × minibatches."""
+    def fit(self, particles: np.ndarray, progress: bool = True, threads: int | None = None) -> L1Estimator:
+        """Train on background events (N, 19, 3) with Adam, ``epochs`` × minibatches.
+
+        ``threads``: torch intra-op threads (default: the Dask worker's threads, else the CPU count;
+        pass it when several fits share the machine, e.g. in a process pool)."""
         import torch
 
         from lhcad.cluster import torch_threads_for_worker
 
-        torch.set_num_threads(torch_threads_for_worker())
+        torch.set_num_threads(threads or torch_threads_for_worker())
         torch.manual_seed(self.seed)
         self.preprocessor_ = L1Preprocessor().fit(particles)
         x = torch.from_numpy(self.preprocessor_.transform(particles))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,8 @@ def _train_task(item: dict) -> str:
     root = open_store(item["store"], mode="r")
     rows = np.asarray(item["rows"])
     particles = read_columns(root, "l1", ["particles"], rows=rows)["particles"]
-    model = make_model(item["name"], **item["params"]).fit(np.asarray(particles), progress=item.get("progress", False))
+    model = make_model(item["name"], **item["params"]).fit(np.asarray(particles), progress=item.get("progress", False),
+                                                           threads=item.get("threads"))
     return str(model.save(item["path"]))
 
 
@@ -86,6 +88,15 @@ def train(store: str, out: str | Path, models=("ae", "vae"), *, epochs: int = 20
         p = {"epochs": epochs, "seed": seed, **(params or {}).get(name, {})}
         items.append({"store": str(store), "name": name, "params": p, "rows": rows,
                       "path": str(out / f"{name}.pt"), "progress": cluster is None})
+    # a local process pool runs `workers` fits at once: split the cores between them (torch's default of
+    # all cores per process oversubscribes a small machine and its OpenMP threads then spin-wait)
+    if cluster is not None and getattr(cluster, "client", None) is None and cluster.config.type == "futures":
+        threads = max(1, len(os.sched_getaffinity(0)) // max(1, min(cluster.config.workers, len(items))))
+        for item in items:
+            item["threads"] = threads
+    # longest fit first (the IN-VAE), so the pool does not end with it running alone
+    order = sorted(range(len(items)), key=lambda i: items[i]["name"] != "invae")
+    items, models = [items[i] for i in order], [models[i] for i in order]
     log.info("training %s on %d background events (%d held out)", ", ".join(models), len(train_rows), len(test_rows))
     if cluster is None:
         with open_cluster(ClusterConfig(type="iterative")) as cl:

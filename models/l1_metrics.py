@@ -4,8 +4,8 @@ latent-space interpretation and the black-box submission file.
 TPR at FPR = f (ADC2021 uses f = 1e-5): the threshold is the (k+1)-th highest background score with
 k = ⌊f · n_bkg⌋, so exactly k background events lie above it (ties excepted; the achieved FPR k/n_bkg
 is reported). The TPR error is binomial, σ = √(p(1-p)/n_sig), with the Clopper–Pearson 68 % interval
-alongside; the background side is a Poisson count of k events (relative error 1/√k), reported as
-``fpr_rel_err``. With n_bkg < 1/f no threshold exists and a ValueError says how many events are needed.
+alongside and the one-sided 95 % upper bound ``tpr_upper_95`` (for 0 passing events ≈ 3/n_sig); the
+background side is a Poisson count of k events (relative error 1/√k), reported as ``fpr_rel_err``. With n_bkg < 1/f no threshold exists and a ValueError says how many events are needed.
 
 FLOPs (:func:`dense_flops`) follow the ADC2021 dense count: a multiply-accumulate is 2 FLOPs, plus
 one FLOP per bias and one per ReLU output; ``nonzero`` counts only the MACs of non-zero weights
@@ -59,7 +59,9 @@ def tpr_at_fpr(bkg_scores: np.ndarray, sig_scores: np.ndarray, fpr: float = 1e-5
     p = passed / n_s
     lo = float(beta.ppf(0.15865, passed, n_s - passed + 1)) if passed > 0 else 0.0
     hi = float(beta.ppf(0.84135, passed + 1, n_s - passed)) if passed < n_s else 1.0
+    hi95 = float(beta.ppf(0.95, passed + 1, n_s - passed)) if passed < n_s else 1.0
     return {"tpr": p, "tpr_err": float(np.sqrt(max(p * (1 - p), 0.0) / n_s)), "tpr_lo": lo, "tpr_hi": hi,
+            "tpr_upper_95": hi95,
             "fpr_target": fpr, "fpr": n_above / n_b, "fpr_rel_err": 1 / np.sqrt(max(n_above, 1)),
             "n_bkg_above": n_above, "n_bkg": n_b, "n_sig": n_s, "threshold": float(thr)}
 

@@ -10,12 +10,13 @@ number of features, so β = 1 weights both terms per input feature). β is linea
 first ``warmup`` epochs. Scores: ``mu2`` (Σμ², encoder only), ``loss`` (the full per-event loss with
 the decoder run on μ), ``kl``.
 
-Measured on the generated L1 sample (1.05 M held-out SM events, 50 k per signal): with β = 1 the
-posterior is nearly collapsed (std of μ on background ≈ 0.002–0.007 per dimension) and μ² is the
-best of the scores here (A→4ℓ AUC 0.93, TPR@1e-5 ≈ 0.08); β = 0.01 keeps the latent active (std of μ
-≈ 0.7–1.1) but μ² then stops separating (A→4ℓ AUC 0.35, TPR@1e-5 = 0). The collapsed μ is why the
-deployed μ head needs fine fixed-point steps (see ``firmware_report.json`` →
-``accuracy.quantisation_vs_signal``).
+Measured on the generated L1 sample (``benchmarks/l1.py`` defaults: 600 k training events, 20 epochs;
+1.05 M held-out SM events, 200 k per signal): with β = 1 the posterior is nearly collapsed (RMS of μ
+on background ≈ 4e-4) and μ² is the best of the scores here (A→4ℓ AUC 0.95, TPR@1e-5 = 0.431 ± 0.001;
+the full loss gives 2e-5); in an earlier sweep β = 0.01 kept the latent active (std of μ ≈ 0.7–1.1)
+but μ² then stopped separating (A→4ℓ AUC 0.35, TPR@1e-5 = 0). The collapsed μ is why the deployed μ
+head is scaled to unit RMS and needs finer fixed-point steps than 8-bit weights give (see
+:mod:`lhcad.deploy.ranges` and ``firmware_report.json`` → ``bit_widths.bits_search``).
 
 >>> import numpy as np
 >>> p = np.abs(np.random.default_rng(0).normal(10, 3, (256, 19, 3))).astype(np.float32)

@@ -48,7 +48,10 @@ def test_tpr_at_fpr_matches_analytic_and_binomial_error():
     expected = norm.sf(norm.isf(1e-4) - 3)              # threshold at the 1e-4 tail of N(0,1)
     assert r["n_bkg_above"] == 40 and r["fpr"] == pytest.approx(1e-4)
     assert r["tpr_err"] == pytest.approx(np.sqrt(r["tpr"] * (1 - r["tpr"]) / 20_000))
-    assert r["tpr_lo"] < r["tpr"] < r["tpr_hi"]
+    assert r["tpr_lo"] < r["tpr"] < r["tpr_hi"] < r["tpr_upper_95"]
+    # no signal event passes: binomial error 0, the 95 % upper bound ~ 3/n_sig
+    z = M.tpr_at_fpr(bkg, rng.normal(-3, 1, 20_000), fpr=1e-4)
+    assert z["tpr"] == 0 and z["tpr_err"] == 0 and z["tpr_upper_95"] == pytest.approx(-np.log(0.05) / 20_000, rel=1e-3)
     # the threshold itself fluctuates (40 background events): allow 4 sigma of both effects
     assert abs(r["tpr"] - expected) < 0.05
     with pytest.raises(ValueError, match="needs at least 100000 background events"):
