@@ -158,6 +158,23 @@ def run_methods(store: str, methods: list[str], settings: dict, artefacts: Path,
     return out
 
 
+def acceptance(ms: dict, low: list[dict], null: dict | None, scan_methods: list[str]) -> dict:
+    """The issue's goals from max SICs ``ms``, the scan points at S/B <= 0.3 % (``low``) and the null test."""
+    goals = {}
+    if "iad" in ms:
+        goals["iad >= 10"] = ms["iad"] >= 10
+        for m, f in (("cathode", 0.9), ("cwola", 0.65)):
+            if m in ms:
+                goals[f"{m} >= {f} x iad"] = ms[m] >= f * ms["iad"]
+        if "supervised" in ms:
+            goals["supervised >= iad"] = ms["supervised"] >= ms["iad"]
+    if null:
+        goals["null template AUC 0.5 +- 0.02"] = null["closure_ok"]
+    if low and len(scan_methods) == 2:
+        goals["ranode >= cathode at S/B <= 0.3 %"] = all(x["ranode"] >= x["cathode"] for x in low)
+    return goals
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small smoke run (200 k events, few epochs)")
@@ -258,6 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
             r = run_methods(st, scan_methods, settings, workdir / "artefacts", a.workers)["results"]
             out["scan"].append({"injected_s_over_b": point, "s_over_b": measured_s_over_b(st),
                                 "max_sic": {m: r[m].get("max_sic") for m in scan_methods},
+                                "max_sic_fpr_1e-4": {m: r[m].get("max_sic_fpr_1e-4") for m in scan_methods},
                                 "auc": {m: r[m].get("auc") for m in scan_methods},
                                 "tpr_at_max": {m: r[m].get("tpr_at_max") for m in scan_methods},
                                 "template_auc": r.get("cathode", {}).get("template_auc")})
@@ -271,23 +289,15 @@ def main(argv: list[str] | None = None) -> dict:
             out["null_test"] = {"template_auc": r.get("template_auc"), "template_auc_folds": r.get("template_auc_folds"),
                                 "max_sic": r.get("max_sic"), "auc": r.get("auc"), "wall_s": nr["wall_s"],
                                 "closure_ok": abs(r.get("template_auc", 1.0) - 0.5) <= 0.02}
-    ms = out["max_sic"]
-    goals = {}
-    if "iad" in ms:
-        goals["iad >= 10"] = ms["iad"] >= 10
-        for m, f in (("cathode", 0.9), ("cwola", 0.65)):
-            if m in ms:
-                goals[f"{m} >= {f} x iad"] = ms[m] >= f * ms["iad"]
-        if "supervised" in ms:
-            goals["supervised >= iad"] = ms["supervised"] >= ms["iad"]
-    if "null_test" in out:
-        goals["null template AUC 0.5 +- 0.02"] = out["null_test"]["closure_ok"]
-    low = [p["max_sic"] for p in out["scan"] if p["injected_s_over_b"] <= 0.003]
-    if low and len(scan_methods) == 2:
-        goals["ranode >= cathode at S/B <= 0.3 %"] = all(x["ranode"] >= x["cathode"] for x in low)
-    out["goals"] = goals
+    out["goals"] = acceptance(out["max_sic"], [p["max_sic"] for p in out["scan"] if p["injected_s_over_b"] <= 0.003],
+                              out.get("null_test"), scan_methods)
+    # the same checks with the max SIC at FPR >= 1e-4 (cap 100; the issue allows either rule)
+    out["goals_fpr_1e-4"] = acceptance(out["max_sic_fpr_1e-4"],
+                                       [p["max_sic_fpr_1e-4"] for p in out["scan"] if p["injected_s_over_b"] <= 0.003],
+                                       out.get("null_test"), scan_methods)
     out["load_average"] = os.getloadavg()
-    print(json.dumps({k: out[k] for k in ("max_sic", "auc", "s_over_b", "wall_s", "goals")}, indent=1, default=float))
+    print(json.dumps({k: out[k] for k in ("max_sic", "max_sic_fpr_1e-4", "auc", "s_over_b", "wall_s", "goals",
+                                          "goals_fpr_1e-4")}, indent=1, default=float))
     dump()
     return out
 
