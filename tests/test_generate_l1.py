@@ -42,8 +42,11 @@ def load(l1_dir, dataset):
     pt = ak.to_numpy(ak.fill_none(ak.flatten(lep[lead]), 0.0)).astype(float)
     phi = ak.to_numpy(ak.fill_none(ak.flatten(lep_phi[lead]), 0.0)).astype(float)
     met, met_phi = ak.to_numpy(arrs.MET_pt).astype(float), ak.to_numpy(arrs.MET_phi).astype(float)
+    jet_pt = arrs.Jet_pt
     return {
         "n_lep": ak.to_numpy(ak.num(lep)),
+        "lead_jet": ak.to_numpy(ak.fill_none(ak.max(jet_pt, axis=1), 0.0)).astype(float),
+        "n_b": ak.to_numpy(ak.sum(arrs.Jet_btagDeepB > 0.5, axis=1)),
         "lead_lep": pt,
         "mt": np.sqrt(2 * pt * met * (1 - np.cos(phi - met_phi))),
         "met": ak.to_numpy(arrs.MET_pt),
@@ -85,22 +88,47 @@ def test_sm_mixture_fractions(l1_dir):
 
 def test_signals_differ_from_sm_as_documented(l1_dir):
     sm = load(l1_dir, "sm")
-    w = load(l1_dir, "sm")
-    w = {k: v[w["process"] == l1.SM_CODES["w_lnu"]] for k, v in w.items()}
+    w = {k: v[sm["process"] == l1.SM_CODES["w_lnu"]] for k, v in sm.items()}
     a = load(l1_dir, "ato4l")
     assert np.mean(a["n_lep"] >= 3) > 0.7 and np.mean(sm["n_lep"] >= 3) < 0.01  # A → 4ℓ: many leptons
+    # LQ → bτ, pair produced: two b jets (the SM has them only in the 0.3 % tt̄ and b-rich QCD), more
+    # jets than the SM (b jets, τ jets, ISR recoil), and τ neutrinos in MET
     lq = load(l1_dir, "lq_btau")
-    assert np.mean(lq["btag"]) > 2 * np.mean(sm["btag"])  # LQ → bτ: a b jet
+    assert np.mean(lq["n_b"] >= 2) > 0.4 and np.mean(sm["n_b"] >= 2) < 0.05
+    assert np.median(lq["n_jet"]) >= np.median(w["n_jet"]) + 2
+    assert np.median(lq["met"]) > np.median(sm["met"])
     h0 = load(l1_dir, "h0_tautau")
-    # h0 → ττ: soft leptons (τ decay products) against the W Jacobian peak
+    # h0 → ττ (gluon fusion): soft leptons (τ decay products) against the W Jacobian peak; the boosted
+    # h0 that pass the lepton trigger recoil against a hard ISR jet
     assert np.median(h0["lead_lep"]) < np.median(w["lead_lep"])
     assert ks_2samp(h0["lead_lep"], w["lead_lep"]).pvalue < 1e-6
+    assert np.median(h0["lead_jet"]) > 1.5 * np.median(w["lead_jet"])
+    assert np.mean(h0["n_b"] >= 1) < 0.1  # no b quarks
     hc = load(l1_dir, "hch_taunu")
-    # h±(60) → τν: the transverse-mass edge sits below the W Jacobian edge
-    assert np.median(hc["mt"]) < 0.8 * np.median(w["mt"])
-    assert ks_2samp(hc["mt"], w["mt"]).pvalue < 1e-6
+    # h±(60) from top decays, tt̄ → (b h±)(b W): b jets, several jets and three-or-more-neutrino MET
+    assert np.mean(hc["n_b"] >= 1) > 0.8 and np.median(hc["n_jet"]) >= 4
+    assert np.median(hc["met"]) > 1.3 * np.median(w["met"])
+    tt = {k: v[sm["process"] == l1.SM_CODES["ttbar"]] for k, v in sm.items()}
+    assert len(tt["met"]) > 50 and np.median(hc["met"]) > np.median(tt["met"])  # τν adds neutrinos to tt̄
     for sig, label in (("ato4l", 1), ("lq_btau", 2), ("h0_tautau", 3), ("hch_taunu", 4)):
         assert np.all(load(l1_dir, sig)["label"] == label)
+
+
+def test_tau_decay_spectra():
+    """τ → ℓνν: the V−A lepton spectrum (mean 7/20); τ → Vν: x uniform above m_V²/m_τ²."""
+    from scipy.stats import kstest
+
+    x = l1.tau_lepton_fraction(np.random.default_rng(3), 200_000)
+    assert abs(x.mean() - 0.35) < 0.003 and x.min() >= 0 and x.max() <= 1
+    assert kstest(x, lambda v: (5 * v - 3 * v**3 + v**4) / 3).pvalue > 1e-3
+    assert abs(np.mean(x < 0.5) - (2.5 - 3 / 8 + 1 / 16) / 3) < 0.005  # CDF(1/2) = 0.729
+    h = l1.tau_hadron_fraction(np.random.default_rng(4), 200_000)
+    assert h.min() >= (0.1396 / l1.M_TAU) ** 2 - 1e-9 and h.max() <= 1
+    # π share (x below the ρ endpoint only from π; uniform on [0.006, 1]) and the mean
+    lo = {m: (m / l1.M_TAU) ** 2 for m, _ in l1.TAU_HADRONIC_MODES}
+    want = sum(w * (1 + lo[m]) / 2 for m, w in l1.TAU_HADRONIC_MODES)
+    assert abs(h.mean() - want) < 0.003
+    assert abs(np.mean(h < lo[0.775]) - 0.17 * (lo[0.775] - lo[0.1396]) / (1 - lo[0.1396])) < 0.004
 
 
 def test_blackbox_hidden_fraction(l1_dir):
