@@ -91,6 +91,9 @@ def main() -> int:
                     "(with --reuse: not retrained and not rescored; their stored scores are evaluated as they are)")
     ap.add_argument("--beta", type=float, default=None, help="β of the VAE and the IN-VAE (default: the class default)")
     ap.add_argument("--vae-epochs", type=int, default=None, help="VAE epochs (default: --epochs)")
+    ap.add_argument("--train-seed", type=int, default=0,
+                    help="seed of the train/test split of the background and of the model initialisation "
+                         "(vary it to see the training spread of the AUCs and TPRs)")
     args = ap.parse_args()
 
     from lhcad.models import l1_jobs
@@ -152,7 +155,8 @@ def main() -> int:
     if fit:
         with open_cluster(ClusterConfig(type="futures" if len(fit) > 1 else "iterative", workers=args.workers)) as cl:
             l1_jobs.train(store, work / "models", fit, epochs=args.epochs, max_train=args.max_train,
-                          invae_max_train=args.invae_max_train, params=params, cluster=cl)
+                          invae_max_train=args.invae_max_train, params=params, cluster=cl,
+                          seed=args.train_seed)
     times["train_s"] = time.perf_counter() - t1
     loads["after_train"] = _load()
     t1 = time.perf_counter()
@@ -207,7 +211,7 @@ def main() -> int:
         goals["vae_encoder_flops_le_4054"] = res["flops"]["vae"]["flops_with_score"] <= 4054
     print("goals:", json.dumps(goals))
 
-    out = {"source": source, "fprs": list(fprs), "n_background_test": res["n_background_test"],
+    out = {"source": source, "train_seed": args.train_seed, "fprs": list(fprs), "n_background_test": res["n_background_test"],
            "n_signal": res["n_signal"], "auc": res["auc"], "flops": res["flops"], "goals": goals,
            **{fpr_key(f): res[fpr_key(f)] for f in fprs}, "wall_s": times, "latent": res.get("latent", {}),
            "blackbox": res.get("blackbox"), "plots": res["plots"],
