@@ -230,7 +230,7 @@ class TrainConfig(_Strict):
     flow_epochs: int = Field(20, ge=1)
     flow_batch_size: int = Field(512, ge=1)
     flow_max_events: int | None = Field(200_000, gt=0, description="subsample the flow's sideband data")
-    n_flows: int = Field(1, ge=1, description="independent background flows (members cycle over them)")
+    n_flows: int = Field(1, ge=1, description="independent background flows: the CATHODE template samples an equal mixture of them; ANODE/R-ANODE members cycle over them")
     oversample: int = Field(4, ge=1, description="CATHODE template events per SR data event")
     ranode_epochs: int = Field(30, ge=1)
     ranode_w_init: float = Field(0.01, gt=0, lt=1)
