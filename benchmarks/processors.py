@@ -137,6 +137,7 @@ def _cpu_breakdown(fileset: Path, branches: list[str], chunksize: int, tmp: Path
     import uproot
     from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
+    from lhcad.log import progress_map
     from lhcad.processors import consolidate as cons
     from lhcad.processors import parts
     from lhcad.processors.base import branch, raw_events, tune_malloc
@@ -186,7 +187,7 @@ def _cpu_breakdown(fileset: Path, branches: list[str], chunksize: int, tmp: Path
 
     c = _cpu_s()
     root = _store.open_store(str(tmp / "breakdown.zarr"), mode="a")
-    cons._write_rows(root, str(tmp / "breakdown.zarr"), "dijet", parts_root, entries, {"data": 0}, cons.serial_map)
+    cons._write_rows(root, str(tmp / "breakdown.zarr"), "dijet", parts_root, entries, {"data": 0}, progress_map)
     out["consolidate"] += _cpu_s() - c
     shutil.rmtree(tmp / "breakdown.zarr", ignore_errors=True)
     return {k: round(v, 3) for k, v in out.items()}

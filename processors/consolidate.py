@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from lhcad import store as _store
-from lhcad.log import progress
+from lhcad.log import progress_map
 
 from . import parts as _parts
 
@@ -160,17 +160,6 @@ def _write_rows(root, store: str, table: str, parts_root: str, entries: Sequence
     return n_rows
 
 
-def serial_map(fn: Callable, items: Sequence, desc: str = "tasks") -> list:
-    """In-process map with a progress bar (the default ``mapper`` of :func:`consolidate`)."""
-    out = []
-    with progress() as bar:
-        task = bar.add_task(desc, total=len(items))
-        for item in items:
-            out.append(fn(item))
-            bar.advance(task)
-    return out
-
-
 def _write_lumi(root, parts_root: str, entries: Sequence[Mapping], proc) -> int:
     done = [e for e in entries if e["status"] == "done"]
     mes = list(proc.monitor_elements)
@@ -217,7 +206,7 @@ def consolidate(
     fileset: Mapping,
     chunksize: int,
     treename: str,
-    mapper: Callable = serial_map,
+    mapper: Callable = progress_map,
 ) -> dict[str, Any]:
     """Rebuild ``table`` in ``store`` from the parts listed in ``entries``; returns the run summary."""
     root = _store.open_store(store, mode="a")

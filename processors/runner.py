@@ -159,12 +159,12 @@ def _item_key(item) -> str:
 
 def _mapper(cl, pool=None):
     """``map(fn, items, desc)`` on the run's own workers (consolidation tasks write disjoint Zarr chunks)."""
-    from .consolidate import serial_map
+    from lhcad.log import progress_map
 
     if cl.client is not None:
         return lambda fn, items, desc: cl.map(fn, items, retries=2, desc=desc)
     if pool is None:
-        return serial_map
+        return progress_map
 
     def pool_map(fn, items, desc):
         with _log.progress() as bar:
