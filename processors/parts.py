@@ -4,7 +4,7 @@ A part is one file ``<parts root>/<chunk key>.part``: a small JSON header (the c
 and, per array, dtype / shape / byte offset) followed by the raw array bytes, uncompressed and
 64-byte aligned; an array passed under two names is stored once. Writing it costs one sequential
 write (no zip container, no CRC, no compression); reading a column's row slice back is one ranged
-read (``np.fromfile`` for local paths, ``seek`` + ``read`` through fsspec for URLs).
+read straight into the destination array (``seek`` + ``readinto``, through fsspec for local paths and URLs).
 
 It is written under a temporary name and renamed, so a part exists completely or not at all; nothing
 is shared between writers. A retried or duplicated chunk finds the committed part and discards its
@@ -33,10 +33,6 @@ def _fs(url: str):
     import fsspec
 
     return fsspec.core.url_to_fs(url)
-
-
-def _is_local(fs) -> bool:
-    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
 def write_part(parts_root: str, key: str, arrays: Mapping[str, np.ndarray], entry: Mapping[str, Any]) -> bool:
@@ -107,28 +103,17 @@ def part_layout(parts_root: str, key: str) -> dict[str, dict]:
 def read_part(parts_root: str, key: str, names: Sequence[str] | None = None,
               rows: slice = slice(None)) -> dict[str, np.ndarray]:
     """Arrays of the committed part ``key`` (all, or ``names``), optionally only ``rows`` of each."""
-    fs, root = _fs(parts_root)
-    path = f"{root.rstrip('/')}/{key}{SUFFIX}"
-    with fs.open(path, "rb") as fh:
-        start, header = _read_header(fh)
-        layout = header["arrays"]
-        names = list(layout) if names is None else list(names)
-        out = {}
-        for name in names:
-            spec = layout[name]
-            dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
-            row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
-            lo, hi, _ = rows.indices(shape[0])
-            hi = max(lo, hi)
-            offset = start + spec["offset"] + lo * row_bytes
-            count = (hi - lo) * row_bytes // dtype.itemsize
-            if _is_local(fs) and count:
-                out[name] = np.fromfile(path, dtype=dtype, count=count, offset=offset).reshape((hi - lo, *shape[1:]))
-            else:
-                fh.seek(offset)
-                buf = fh.read((hi - lo) * row_bytes)
-                out[name] = np.frombuffer(buf, dtype=dtype).reshape((hi - lo, *shape[1:])).copy()
-        return out
+    layout = part_layout(parts_root, key)
+    by_start: dict[int, dict[str, np.ndarray]] = {}     # arrays of different lengths start differently
+    out = {}
+    for name in (list(layout) if names is None else list(names)):
+        spec = layout[name]
+        lo, hi, _ = rows.indices(spec["shape"][0])
+        out[name] = np.empty((max(lo, hi) - lo, *spec["shape"][1:]), np.dtype(spec["dtype"]))
+        by_start.setdefault(lo, {})[name] = out[name]
+    for lo, group in by_start.items():
+        read_part_into(parts_root, key, group, lo)
+    return out
 
 
 def read_part_into(parts_root: str, key: str, out: Mapping[str, np.ndarray], start: int = 0) -> None:
