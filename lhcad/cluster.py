@@ -213,7 +213,10 @@ class Cluster:
     def _map_pool(self, fn, items, results, retries, advance) -> None:
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-        with ProcessPoolExecutor(max_workers=self.config.workers) as pool:
+        n_workers = self.config.workers
+        threads = max(1, len(os.sched_getaffinity(0)) // n_workers)
+        with ProcessPoolExecutor(max_workers=n_workers, initializer=_set_pool_threads,
+                                 initargs=(threads,)) as pool:
             pending = {pool.submit(fn, item): (i, 0) for i, item in enumerate(items)}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -277,14 +280,26 @@ def open_cluster(cfg: ClusterConfig | None = None) -> Iterator[Cluster]:
             cluster.close()
 
 
+_POOL_THREADS: int | None = None  # set in process-pool workers by ``Cluster._map_pool``
+
+
+def _set_pool_threads(n: int) -> None:
+    global _POOL_THREADS
+    _POOL_THREADS = n
+
+
 def torch_threads_for_worker() -> int:
-    """Threads a torch task may use: the Dask worker's thread count, else the CPU count."""
+    """Threads a torch task may use: the Dask worker's thread count; in a process-pool worker its
+    share of the CPUs (CPU count // pool size, so the pool does not oversubscribe); else the CPU count."""
     try:
         from distributed import get_worker
 
         return max(1, get_worker().state.nthreads)
     except (ValueError, ImportError):
-        return max(1, len(os.sched_getaffinity(0)))
+        pass
+    if _POOL_THREADS is not None:
+        return _POOL_THREADS
+    return max(1, len(os.sched_getaffinity(0)))
 
 
 def default_workers() -> int:

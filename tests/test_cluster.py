@@ -54,6 +54,12 @@ def worker_name(x: int) -> str:
     return get_worker().name
 
 
+def task_threads(_: int) -> int:
+    from lhcad.cluster import torch_threads_for_worker
+
+    return torch_threads_for_worker()
+
+
 def counters(tmp_path: Path, n: int) -> list[str]:
     return [str(tmp_path / f"calls-{i}") for i in range(n)]
 
@@ -77,6 +83,19 @@ def test_map_returns_results_in_item_order(local_cluster):
     if local_cluster.config.type == "dask-local":
         assert local_cluster.n_workers == 2
         assert local_cluster.client.scheduler.address.startswith("tcp://127.0.0.1")
+
+
+def test_tasks_do_not_oversubscribe_the_cpus(local_cluster):
+    """Torch threads per task × tasks running at once stays within the CPUs (a process-pool task
+    used to claim every CPU, so two pool workers ran 2 × N threads)."""
+    threads = set(local_cluster.map(task_threads, range(4)))
+    concurrent = {"iterative": 1, "futures": 2, "dask-local": 2}[local_cluster.config.type]
+    cpus = len(os.sched_getaffinity(0))
+    assert len(threads) == 1
+    if local_cluster.config.type == "dask-local":
+        assert threads == {1}  # threads_per_worker=1
+    else:
+        assert threads == {max(1, cpus // concurrent)}
 
 
 def test_map_retries_a_failing_task(local_cluster, tmp_path):
