@@ -14,6 +14,7 @@ denominator is 0. Missing optional branches (``FatJet_nConstituents``, ``FatJet_
 from __future__ import annotations
 
 import awkward as ak
+import numba
 import numpy as np
 
 from lhcad.store import DIJET_COLUMNS
@@ -40,23 +41,6 @@ def four_vector_mass(pt1, eta1, phi1, m1, pt2, eta2, phi2, m2) -> np.ndarray:
     return np.sqrt(np.maximum(m2_, 0.0))
 
 
-def pair_mass(pt1, eta1, phi1, m1, pt2, eta2, phi2, m2) -> np.ndarray:
-    """Invariant mass of two (pT, η, φ, m) four-vectors, as :func:`four_vector_mass` with half the work.
-
-    ``m² = m1² + m2² + 2 (E1 E2 - pT1 pT2 cos Δφ - pz1 pz2)`` with ``pz = pT sinh η`` and
-    ``E = sqrt(pT² + pz² + m²)``: three transcendental functions per pair instead of six (measured:
-    ~30 ms instead of 70 ms for 380 k pairs; the two agree to 1e-12 relative in float64).
-    """
-    pt1, eta1, phi1, m1, pt2, eta2, phi2, m2 = (np.asarray(a, np.float64) for a in
-                                                (pt1, eta1, phi1, m1, pt2, eta2, phi2, m2))
-    x1, x2 = np.exp(eta1), np.exp(eta2)  # sinh via exp: 2x faster than np.sinh here
-    pz1, pz2 = 0.5 * pt1 * (x1 - 1.0 / x1), 0.5 * pt2 * (x2 - 1.0 / x2)
-    e1 = np.sqrt(pt1 * pt1 + pz1 * pz1 + m1 * m1)
-    e2 = np.sqrt(pt2 * pt2 + pz2 * pz2 + m2 * m2)
-    dot = pt1 * pt2 * np.cos(phi1 - phi2) + pz1 * pz2
-    return np.sqrt(np.maximum(m1 * m1 + m2 * m2 + 2.0 * (e1 * e2 - dot), 0.0))
-
-
 def jagged_flat(array: ak.Array, offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(offsets from 0, flat numpy content) of a one-level jagged array of numbers.
 
@@ -81,43 +65,97 @@ def jagged_flat(array: ak.Array, offsets: np.ndarray | None = None) -> tuple[np.
     return (np.concatenate([[0], np.cumsum(counts)]) if offsets is None else offsets), flat
 
 
-def leading_two(offsets: np.ndarray, pt: np.ndarray, good: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flat indices of the leading and subleading ``good`` jet (by pT) of the events with two or more.
+@numba.njit(cache=True, nogil=True)
+def select_pairs(offsets, pt, eta, phi, mass, jet_id, id_mask, pt_min, eta_max, deta_max, mjj_min):
+    """The dijet preselection in one pass over the FatJet buffers (flat content + offsets from 0).
 
-    Returns ``(lead, sub, events)``; ``events`` are the event indices (ascending); ``offsets`` start
-    at 0. NanoAOD collections are pT-ordered, then this is the first two good jets, found from a
-    running count of good jets (no per-jet event index); otherwise the good jets are sorted by
-    descending pT within each event (stable: equal pT keeps the file order).
+    Per event: the leading and subleading good jet by pT (good: ``pt > pt_min``, ``|eta| < eta_max``
+    and, with ``id_mask != 0``, ``jet_id & id_mask == id_mask``; equal pT keeps the file order, so a
+    pT-ordered collection gives its first two good jets), ``|Δη| < deta_max`` and m_jj >
+    ``mjj_min``. Comparisons are made in the precision of the branches (float32 thresholds for the
+    float32 jet variables); m_jj in float64 as ``m² = m1² + m2² + 2 (E1 E2 - pT1 pT2 cos Δφ - pz1 pz2)``
+    with ``pz = pT sinh η`` (sinh from one exp) and ``E = sqrt(pT² + pz² + m²)``: three
+    transcendental functions per pair; it agrees with the Cartesian sum (:func:`four_vector_mass`)
+    to 1e-12 relative.
+
+    Returns ``(events, light, heavy, mjj, deta, n_two, n_deta)``: of the selected events, their
+    indices, the flat indices of the lighter and the heavier of the two jets (the leading jet on a
+    mass tie), m_jj and |Δη| (float32); and how many events had two good jets / passed |Δη|.
     """
-    offsets = np.asarray(offsets, np.int64)
-    idx = np.flatnonzero(good)
-    rising = pt[1:] > pt[:-1]
-    inner = offsets[1:-1]
-    rising[inner[(inner > 0) & (inner < len(pt))] - 1] = False  # pairs across an event boundary
-    if not np.any(rising):
-        count = np.zeros(len(good) + 1, np.int64)
-        np.cumsum(good, out=count[1:])
-        first = count[offsets[:-1]]  # position in idx of each event's first good jet
-        events = np.flatnonzero(count[offsets[1:]] - first >= 2)
-        first = first[events]
-        return idx[first], idx[first + 1], events
-    ev = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))[idx]  # event of each good jet
-    order = np.lexsort((-pt[idx], ev))
-    idx, ev = idx[order], ev[order]
-    same = ev[1:] == ev[:-1]
-    first = np.flatnonzero(np.concatenate([[True], ~same])) if len(idx) else np.zeros(0, np.int64)
-    has2 = np.zeros(len(first), bool)
-    ok = first + 1 < len(idx)
-    has2[ok] = same[first[ok]]
-    first = first[has2]
-    return idx[first], idx[first + 1], ev[first]
+    n_events = len(offsets) - 1
+    events = np.empty(n_events, np.int64)
+    light = np.empty(n_events, np.int64)
+    heavy = np.empty(n_events, np.int64)
+    mjj = np.empty(n_events, np.float32)
+    deta = np.empty(n_events, np.float32)
+    n_two = 0
+    n_deta = 0
+    n = 0
+    for e in range(n_events):
+        lead = -1
+        sub = -1
+        for j in range(offsets[e], offsets[e + 1]):
+            p = pt[j]
+            if not (p > pt_min and abs(eta[j]) < eta_max):
+                continue
+            if id_mask != 0 and (jet_id[j] & id_mask) != id_mask:
+                continue
+            if lead < 0 or p > pt[lead]:
+                sub = lead
+                lead = j
+            elif sub < 0 or p > pt[sub]:
+                sub = j
+        if sub < 0:
+            continue
+        n_two += 1
+        d = abs(eta[lead] - eta[sub])
+        if not d < deta_max:
+            continue
+        n_deta += 1
+        pt1, pt2 = np.float64(pt[lead]), np.float64(pt[sub])
+        m1, m2 = np.float64(mass[lead]), np.float64(mass[sub])
+        x1, x2 = np.exp(np.float64(eta[lead])), np.exp(np.float64(eta[sub]))
+        pz1, pz2 = 0.5 * pt1 * (x1 - 1.0 / x1), 0.5 * pt2 * (x2 - 1.0 / x2)
+        e1 = np.sqrt(pt1 * pt1 + pz1 * pz1 + m1 * m1)
+        e2 = np.sqrt(pt2 * pt2 + pz2 * pz2 + m2 * m2)
+        dot = pt1 * pt2 * np.cos(np.float64(phi[lead]) - np.float64(phi[sub])) + pz1 * pz2
+        q = m1 * m1 + m2 * m2 + 2.0 * (e1 * e2 - dot)
+        if q < 0.0:
+            q = 0.0
+        m = np.sqrt(q)
+        if not m > mjj_min:
+            continue
+        events[n] = e
+        if mass[lead] > mass[sub]:
+            light[n], heavy[n] = sub, lead
+        else:
+            light[n], heavy[n] = lead, sub
+        mjj[n] = m
+        deta[n] = d
+        n += 1
+    return events[:n], light[:n], heavy[:n], mjj[:n], deta[:n], n_two, n_deta
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    out = np.zeros_like(num, dtype=np.float32)
-    np.divide(num, den, out=out, where=den > 0)
-    out[np.isnan(num) | np.isnan(den)] = np.nan
-    return out
+@numba.njit(cache=True, nogil=True)
+def gather_pair(values, light, heavy, out1, out2):
+    """``out1[k] = values[light[k]]``, ``out2[k] = values[heavy[k]]`` (cast to the outputs' dtype)."""
+    for k in range(len(light)):
+        out1[k] = values[light[k]]
+        out2[k] = values[heavy[k]]
+
+
+@numba.njit(cache=True, nogil=True)
+def ratio(num, den, out):
+    """``out = num / den`` where ``den > 0``, 0 elsewhere, NaN where either is NaN (float32)."""
+    for k in range(len(num)):
+        a = num[k]
+        b = den[k]
+        if np.isnan(a) or np.isnan(b):
+            out[k] = np.nan
+        elif b > 0:
+            out[k] = a / b
+        else:
+            out[k] = 0
 
 
 class DijetProcessor(StoreProcessor):
@@ -145,80 +183,60 @@ class DijetProcessor(StoreProcessor):
         self.jet_id = jet_id
 
     def compute(self, ev, meta):
-        # Flat numpy on the collection's content + offsets (no jagged indexing): only the branches
-        # used are materialised, and per-jet fields are gathered once, for the selected events only.
-        offsets, pt = jagged_flat(ev["FatJet"]["pt"])
+        # Numba kernels on the FatJet content + offsets (no jagged indexing): one pass selects the
+        # events and their two jets (:func:`select_pairs`), then each per-jet field is gathered once,
+        # for the selected events only (:func:`gather_pair`).
         fj = ev["FatJet"]
         fields = set(fj.fields)
+        offsets, pt = jagged_flat(fj["pt"])
         n_events = len(offsets) - 1
 
-        cache = {"pt": pt}
-
         def flat(field: str) -> np.ndarray:
-            if field not in cache:
-                cache[field] = jagged_flat(fj[field], offsets)[1]
-            return cache[field]
+            return jagged_flat(fj[field], offsets)[1]
 
-        good = (pt > self.pt_min) & (np.abs(flat("eta")) < self.eta_max)
-        if self.jet_id:
-            if "jetId" in fields:
-                good &= (flat("jetId") & self.jet_id) == self.jet_id
-            else:
-                self.missing.add("FatJet_jetId")
-        lead, sub, events = leading_two(offsets, pt, good)
-        n_two = len(events)
+        id_mask = self.jet_id
+        if id_mask and "jetId" not in fields:
+            self.missing.add("FatJet_jetId")
+            id_mask = 0
+        jet_id = flat("jetId") if id_mask else np.zeros(0, np.int32)
+        sel_events, light, heavy, mjj, deta, n_two, n_deta = select_pairs(
+            offsets, pt, flat("eta"), flat("phi"), flat("mass"), jet_id, int(id_mask),
+            np.float32(self.pt_min), np.float32(self.eta_max), np.float32(self.delta_eta_max),
+            float(self.mjj_min))
+        n = len(sel_events)
+        cutflow = {"all": n_events, "two_jets": int(n_two), "delta_eta": int(n_deta), "mjj": n}
 
-        def take(field: str, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-            """(leading, subleading) float32 values of ``field`` for the events in ``rows``."""
-            i1, i2 = (lead, sub) if rows is None else (lead[rows], sub[rows])
+        def jets(field: str) -> tuple[np.ndarray, np.ndarray]:
+            """(lighter, heavier) jet's ``field`` as float32; NaN if the branch is missing."""
+            out1, out2 = np.empty(n, np.float32), np.empty(n, np.float32)
             if field in fields:
-                values = flat(field)
-                return values[i1].astype(np.float32, copy=False), values[i2].astype(np.float32, copy=False)
-            self.missing.add(f"FatJet_{field}")
-            return np.full(len(i1), np.nan, np.float32), np.full(len(i1), np.nan, np.float32)
-
-        eta = take("eta")
-        deta = np.abs(eta[0] - eta[1]).astype(np.float32)
-        pass_deta = deta < self.delta_eta_max
-        cand = np.flatnonzero(pass_deta)
-        kin = {v: take(v, cand) for v in ("pt", "eta", "phi", "mass")}
-        mjj = pair_mass(*(kin[v][0] for v in ("pt", "eta", "phi", "mass")),
-                         *(kin[v][1] for v in ("pt", "eta", "phi", "mass")))
-        pass_mjj = mjj > self.mjj_min
-        keep = cand[pass_mjj]  # indices into the two-jet events
-        cutflow = {"all": n_events, "two_jets": int(n_two), "delta_eta": int(len(cand)), "mjj": int(len(keep))}
-
-        # order the two jets by mass: j1 = lighter (the leading jet on a tie)
-        m_lead, m_sub = (m[pass_mjj] for m in kin["mass"])
-        swap = m_lead > m_sub
-        i_light = np.where(swap, sub[keep], lead[keep])
-        i_heavy = np.where(swap, lead[keep], sub[keep])
-
-        def jet(field: str, i: int) -> np.ndarray:
-            if field not in fields:
+                gather_pair(flat(field), light, heavy, out1, out2)
+            else:
                 self.missing.add(f"FatJet_{field}")
-                return np.full(len(keep), np.nan, np.float32)
-            return flat(field)[i_light if i == 1 else i_heavy].astype(np.float32, copy=False)
+                out1.fill(np.nan)
+                out2.fill(np.nan)
+            return out1, out2
 
         cols: dict[str, np.ndarray] = {}
-        sel_events = events[keep]
         for name in ("run", "luminosityBlock", "event"):
             cols[name] = ak.to_numpy(ev[name])[sel_events].astype(np.int64)
-        cols["mjj"] = mjj[pass_mjj].astype(np.float32)
-        cols["delta_eta"] = deta[keep]
-        for i in (1, 2):
+        cols["mjj"] = mjj
+        cols["delta_eta"] = deta
+        per_jet = {v: jets(_JET_FIELDS.get(v, v)) for v in ("pt", "eta", "phi", "mass", "msoftdrop",
+                                                             "nconst", "lsf3", "btag")}
+        taus = [jets(f"tau{k}") for k in (1, 2, 3, 4)]
+        for i in (0, 1):
             for v in ("pt", "eta", "phi", "mass", "msoftdrop"):
-                cols[f"j{i}_{v}"] = jet(v, i)
-            t1, t2, t3, t4 = (jet(k, i) for k in ("tau1", "tau2", "tau3", "tau4"))
-            cols[f"j{i}_tau21"] = _ratio(t2, t1)
-            cols[f"j{i}_tau32"] = _ratio(t3, t2)
-            cols[f"j{i}_tau43"] = _ratio(t4, t3)
+                cols[f"j{i + 1}_{v}"] = per_jet[v][i]
+            for name, num, den in (("tau21", 1, 0), ("tau32", 2, 1), ("tau43", 3, 2)):
+                out = np.empty(n, np.float32)
+                ratio(taus[num][i], taus[den][i], out)
+                cols[f"j{i + 1}_{name}"] = out
             for v in ("nconst", "lsf3", "btag"):
-                cols[f"j{i}_{v}"] = jet(_JET_FIELDS[v], i)
+                cols[f"j{i + 1}_{v}"] = per_jet[v][i]
         cols["mj1"], cols["mj2"] = cols["j1_mass"], cols["j2_mass"]
         cols["delta_m"] = cols["mj2"] - cols["mj1"]
         cols["tau21_j1"], cols["tau21_j2"] = cols["j1_tau21"], cols["j2_tau21"]
-        n = len(keep)
         # genWeight (MC) and truth_label (generated samples) are absent from real data by design:
         # weight 1 and truth -1 then, without a warning.
         cols["weight"] = (ak.to_numpy(ev["genWeight"])[sel_events].astype(np.float32)

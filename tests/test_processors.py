@@ -16,7 +16,7 @@ from lhcad import store
 from lhcad.cli import main
 from lhcad.cluster import Cluster
 from lhcad.config import ClusterConfig, ConfigError
-from lhcad.processors.dijet import four_vector_mass, leading_two, pair_mass
+from lhcad.processors.dijet import four_vector_mass, select_pairs
 from lhcad.processors.runner import process
 from lhcad.processors.samples import write_nanoaod
 
@@ -197,33 +197,53 @@ def test_dijet_features_match_uproot(samples, stores):
     assert stores["dijet", "iterative"][1]["missing_branches"] == ["FatJet_lsf3", "FatJet_nConstituents"]
 
 
-def test_leading_two_and_pair_mass_match_direct_computations():
-    """The flat-buffer helpers of the dijet processor against per-event loops / the Cartesian sum."""
+def test_select_pairs_matches_a_per_event_loop():
+    """The dijet selection kernel against a per-event loop: leading two good jets by pT (stable on
+    ties, pT-ordered or not), jet ID, |Δη| in float32, m_jj from the Cartesian four-vector sum."""
     rng = np.random.default_rng(5)
+    cuts = (np.float32(150), np.float32(2.0), np.float32(1.3), 400.0)
 
-    def loop(offsets, pt, good):  # per event: good jets by descending pT (stable), first two
-        rows = []
+    def loop(offsets, pt, eta, phi, mass, jid, mask):
+        rows, n_two, n_deta = [], 0, 0
         for e in range(len(offsets) - 1):
-            jets = sorted((j for j in range(offsets[e], offsets[e + 1]) if good[j]), key=lambda j: -pt[j])
-            if len(jets) >= 2:
-                rows.append((jets[0], jets[1], e))
-        return [np.array(c, np.int64) for c in zip(*rows)] if rows else [np.zeros(0, np.int64)] * 3
+            good = [j for j in range(offsets[e], offsets[e + 1]) if pt[j] > cuts[0] and abs(eta[j]) < cuts[1]
+                    and (jid[j] & mask) == mask]
+            jets = sorted(good, key=lambda j: -pt[j])[:2]  # stable: equal pT keeps the file order
+            if len(jets) < 2:
+                continue
+            n_two += 1
+            a, b = jets
+            deta = np.float32(abs(eta[a] - eta[b]))
+            if not deta < cuts[2]:
+                continue
+            n_deta += 1
+            mjj = float(four_vector_mass(pt[a], eta[a], phi[a], mass[a], pt[b], eta[b], phi[b], mass[b]))
+            if mjj > cuts[3]:
+                light, heavy = (b, a) if mass[a] > mass[b] else (a, b)
+                rows.append((e, light, heavy, mjj, deta))
+        return rows, n_two, n_deta
 
     for trial in range(60):
-        counts = rng.integers(0, 5, rng.integers(0, 25))
-        offsets = np.concatenate([[0], np.cumsum(counts)])
-        # ties (few distinct values) and, in every other trial, pT-ordered collections as in NanoAOD
-        pt = rng.choice(np.array([100, 200, 300, 400], np.float32), offsets[-1])
+        counts = rng.integers(0, 6, rng.integers(0, 40))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        n = int(offsets[-1])
+        # ties (few distinct pT values) and, in every other trial, pT-ordered collections as in NanoAOD
+        pt = rng.choice(np.array([100, 200, 300, 400, 800], np.float32), n)
         if trial % 2:
             pt = np.concatenate([np.sort(pt[a:b])[::-1] for a, b in zip(offsets[:-1], offsets[1:])] + [pt[:0]])
-        good = rng.random(offsets[-1]) < 0.7
-        for got, exp in zip(leading_two(offsets, pt, good), loop(offsets, pt, good)):
-            np.testing.assert_array_equal(got, exp)
-
-    n = 10_000
-    jets = [[rng.exponential(300, n) + 300, rng.uniform(-2.5, 2.5, n), rng.uniform(-np.pi, np.pi, n),
-             rng.uniform(0, 600, n)] for _ in range(2)]
-    np.testing.assert_allclose(pair_mass(*jets[0], *jets[1]), four_vector_mass(*jets[0], *jets[1]), rtol=1e-10)
+        eta = rng.uniform(-2.5, 2.5, n).astype(np.float32)
+        phi = rng.uniform(-np.pi, np.pi, n).astype(np.float32)
+        mass = rng.choice(np.array([20, 80, 150, 400], np.float32), n)  # mass ties: leading jet is j1
+        jid = rng.choice(np.array([0, 2, 6], np.int32), n)
+        mask = 2 * (trial % 3 != 0)
+        got = select_pairs(offsets, pt, eta, phi, mass, jid, mask, *cuts)
+        rows, n_two, n_deta = loop(offsets, pt, eta, phi, mass, jid, mask)
+        assert (got[5], got[6]) == (n_two, n_deta)
+        exp = np.array(rows).reshape(-1, 5)
+        for k in range(3):
+            np.testing.assert_array_equal(got[k], exp[:, k].astype(np.int64))
+        np.testing.assert_allclose(got[3], exp[:, 3], rtol=1e-6)
+        np.testing.assert_array_equal(got[4], exp[:, 4].astype(np.float32))
 
 
 def test_dijet_default_cms_selection(samples, tmp_path):
