@@ -123,6 +123,16 @@ class StoreProcessor(processor.ProcessorABC):
         self.skipbadfiles = skipbadfiles
 
     # -- subclasses ------------------------------------------------------------------------------
+    def bulk_branches(self) -> tuple[str, ...]:
+        """Branches this processor reads from every chunk, read together in one uproot call.
+
+        Passed as coffea's fileset-level ``preload``: NanoEvents then reads them with one
+        ``TTree.arrays`` per chunk (as a plain uproot read does) instead of one request per branch
+        on first access. Only branches that are always used belong here (absent ones are skipped);
+        the default, none, keeps every read lazy.
+        """
+        return ()
+
     @abstractmethod
     def compute(self, ev: ak.Array, meta: dict) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Arrays of this chunk and extra manifest content (``cutflow``, ``events_out``, ``n_ls``)."""

@@ -182,6 +182,12 @@ class DijetProcessor(StoreProcessor):
         self.mjj_min = mjj_min
         self.jet_id = jet_id
 
+    def bulk_branches(self) -> tuple[str, ...]:
+        fields = ("pt", "eta", "phi", "mass", "msoftdrop", "tau1", "tau2", "tau3", "tau4", "nConstituents",
+                  "lsf3", "btagDeepB", *(("jetId",) if self.jet_id else ()))
+        return ("run", "luminosityBlock", "event", "nFatJet", *(f"FatJet_{f}" for f in fields),
+                "genWeight", "truth_label")
+
     def compute(self, ev, meta):
         # Numba kernels on the FatJet content + offsets (no jagged indexing): one pass selects the
         # events and their two jets (:func:`select_pairs`), then each per-jet field is gathered once,

@@ -229,6 +229,30 @@ def _find_input_error(exc: BaseException) -> InputError | None:
     return None
 
 
+def _unreadable_chunk(exc: BaseException, chunks) -> str | None:
+    """One line naming the file when coffea failed to open a chunk or build its NanoEvents.
+
+    Those steps run before the processor (with ``preload`` they read the chunk's branches), so a
+    truncated or corrupt file fails there; coffea's message holds the work item (file, entry range)
+    and the original error, also after a Dask worker sent it back.
+    """
+    texts = []
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        texts.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    text = " ".join(texts)
+    if "Failed creating nanoevents" not in text and "Failed to open file" not in text:
+        return None
+    for c in chunks:
+        if c.filename in text:
+            top = next(t for t in texts if "The error was:" in t or c.filename in t)
+            why = top.split("The error was:", 1)[-1].strip().rstrip(".")
+            return one_line(f"{c.filename}: unreadable (chunk {c.entrystart}-{c.entrystop}: {why})")
+    return None
+
+
 # ------------------------------------------------------------------------------------------ process
 def process(
     table: str,
@@ -276,8 +300,10 @@ def process(
                 if not skipbadfiles:
                     raise ConfigError(f"{f}: input file not found")
                 bad_files[f] = f"{f}: file not found"
+    preload = {"preload": list(proc.bulk_branches())} if proc.bulk_branches() else {}
     run_fs = {
-        ds: {"files": {f: t for f, t in spec["files"].items() if f not in bad_files}, "metadata": spec["metadata"]}
+        ds: {"files": {f: t for f, t in spec["files"].items() if f not in bad_files}, "metadata": spec["metadata"],
+             **preload}
         for ds, spec in fs.items()
     }
     run_fs = {ds: spec for ds, spec in run_fs.items() if spec["files"]}
@@ -324,6 +350,9 @@ def process(
                 err = _find_input_error(exc)
                 if err is not None:
                     raise ConfigError(str(err)) from None
+                reason = _unreadable_chunk(exc, todo)
+                if reason is not None:
+                    raise ConfigError(reason) from None
                 raise
         entries = _parts.part_entries(parts_root)
 
