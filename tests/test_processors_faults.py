@@ -160,3 +160,30 @@ def test_pipeline_stage_writes_store_and_figures(tmp_path):
     missing = cfg.model_copy(update={"process": cfg.process.model_copy(update={"dijet": "generated", "lumi": None})})
     with pytest.raises(ConfigError, match="generated fileset not found"):
         pipeline_stage(missing, RunContext(missing, "<test>"))
+
+
+def test_consolidation_chunk_encoding_equals_zarr_setitem(tmp_path):
+    """Chunks encoded by the consolidation (lhcad.processors.consolidate._set_rows) read back as
+    zarr's own ``setitem`` writes them: 1-D and (N, 19, 3) rows, int and float, a padded edge chunk."""
+    import zarr
+
+    from lhcad.processors import consolidate
+
+    rng = np.random.default_rng(0)
+    for shape, dtype in (((1000,), "f4"), ((1000, 19, 3), "f4"), ((1000,), "i8"), ((1000,), "i4")):
+        g = zarr.open_group(str(tmp_path / "e.zarr"), mode="w")
+        ours, ref = (g.create_array(n, shape=shape, dtype=dtype, chunks=(256, *shape[1:]),
+                                    **store.column_array_options()) for n in ("ours", "ref"))
+        values = (rng.normal(size=shape) * 1000).astype(dtype)
+        for lo in range(0, 1000, 512):
+            hi = min(1000, lo + 512)
+            assert consolidate._encode_chunks(ours.async_array, values[lo:hi], lo, hi) is not None
+            consolidate._set_rows([(ours.async_array, values[lo:hi])], lo, hi)
+        ref[:] = values
+        back = zarr.open_group(str(tmp_path / "e.zarr"), mode="r")
+        np.testing.assert_array_equal(back["ours"][...], values)
+        np.testing.assert_array_equal(back["ours"][...], back["ref"][...])
+        np.testing.assert_array_equal(back["ours"][700:900], values[700:900])
+    # another codec chain: zarr's own path
+    other = zarr.open_group(str(tmp_path / "o.zarr"), mode="w").create_array("x", shape=(10,), dtype="f4", chunks=(4,))
+    assert consolidate._encode_chunks(other.async_array, np.ones(8, np.float32), 0, 8) is None
