@@ -184,22 +184,31 @@ def _encode_chunks(arr, values: np.ndarray, lo: int, hi: int) -> list[tuple] | N
 def _create_arrays(zstore, table: str, n_rows: int, arrays: Mapping[str, dict]) -> dict:
     """The empty columns of ``table`` (metadata only), created concurrently: ``{name: zarr.Array}``.
 
-    Codec and write options are the store's (:func:`lhcad.store.column_array_options`).
+    Codec and write options are the store's (:func:`lhcad.store.column_array_options`). The array
+    metadata is built once per (dtype, row shape) in memory and all columns are written in one
+    ``zarr.create_hierarchy`` call (the table group exists and is empty): 2-3x less driver time
+    than one ``create_array`` per column, which checks and writes the parent groups each time
+    (measured for the 34 dijet columns: 0.065 s instead of 0.13-0.19 s, serial between the chunk
+    tasks and the consolidation tasks).
     """
-    import asyncio
-
     import zarr
-    import zarr.api.asynchronous as za
-    from zarr.core.sync import sync
+    from zarr.storage import MemoryStore
 
-    async def create_all():
-        return await asyncio.gather(*(
-            za.create_array(zstore, name=f"{table}/{name}", shape=(n_rows, *spec["shape"]),
-                            dtype=np.dtype(spec["dtype"]), chunks=(max(1, min(ROW_CHUNK, n_rows)), *spec["shape"]),
-                            overwrite=True, **_store.column_array_options())
-            for name, spec in arrays.items()))
-
-    return {name: zarr.Array(a) for name, a in zip(arrays, sync(create_all()))}
+    options = _store.column_array_options()
+    config = options.pop("config")
+    chunk_rows = max(1, min(ROW_CHUNK, n_rows))
+    scratch = MemoryStore()
+    metadata: dict[tuple, Any] = {}
+    nodes = {}
+    for name, spec in arrays.items():
+        kind = (np.dtype(spec["dtype"]).str, tuple(spec["shape"]))
+        if kind not in metadata:
+            metadata[kind] = zarr.create_array(scratch, name=f"a{len(metadata)}", shape=(n_rows, *kind[1]),
+                                               dtype=np.dtype(kind[0]), chunks=(chunk_rows, *kind[1]),
+                                               **options).metadata
+        nodes[f"{table}/{name}"] = metadata[kind]
+    created = dict(zarr.create_hierarchy(store=zstore, nodes=nodes))
+    return {name: created[f"{table}/{name}"].with_config(config) for name in arrays}
 
 
 def _write_rows(root, store: str, table: str, parts_root: str, entries: Sequence[Mapping],
