@@ -41,15 +41,23 @@ TASK_ROW_BYTES = 32
 
 
 def column_groups(arrays: Mapping[str, dict], row_bytes: int = TASK_ROW_BYTES) -> list[list[str]]:
-    """Consecutive columns grouped to about ``row_bytes`` per row (a wider column is its own group)."""
+    """Consecutive columns grouped to about ``row_bytes`` per row (a wider column is its own group).
+
+    A column that is a copy of another (``"same_as"``) joins its source's group at no cost.
+    """
     groups: list[list[str]] = []
+    where: dict[str, int] = {}
     size = 0
     for name, spec in arrays.items():
+        if spec.get("same_as") in where:
+            groups[where[spec["same_as"]]].append(name)
+            continue
         width = np.dtype(spec["dtype"]).itemsize * int(np.prod(spec["shape"], dtype=np.int64))
         if not groups or size + width > row_bytes:
             groups.append([])
             size = 0
         groups[-1].append(name)
+        where[name] = len(groups) - 1
         size += width
     return groups
 
@@ -59,12 +67,14 @@ def plan_rows(parts_root: str, entries: Sequence[Mapping], codes: Mapping[str, i
     """Row layout of a table from its committed parts, in ``entries`` order.
 
     Returns ``(n_rows, arrays, tasks)``: ``arrays`` maps column name to dtype and per-row shape (in
-    the parts' column order, then ``dataset``); each task ``(lo, hi, pieces, names)`` covers whole
+    the parts' column order, then ``dataset``) and, for a column every part stores as a copy of an
+    earlier one (dijet: ``mj1`` is ``j1_mass``), ``"same_as"``: that column; each task ``(lo, hi, pieces, names)`` covers whole
     Zarr chunks ``[lo, hi)`` of the columns ``names`` and lists the part slices ``(key, start, stop,
     dataset code)`` that fill it, so that tasks write disjoint Zarr chunks and can run in parallel.
     """
     done = [e for e in entries if e["status"] == "done"]
     arrays: dict[str, dict] = {}
+    same: dict[str, str | None] = {}  # column -> the column it copies in every part so far
     pieces = []  # (global start, key, rows, code)
     pos = 0
     for e in done:
@@ -72,10 +82,18 @@ def plan_rows(parts_root: str, entries: Sequence[Mapping], codes: Mapping[str, i
         rows = {int(spec["shape"][0]) for spec in layout.values()}
         if rows and rows != {int(e["events_out"])}:
             raise RuntimeError(f"part {e['key']}: {sorted(rows)} rows, manifest says {e['events_out']}")
+        stored: dict[tuple, str] = {}
         for name, spec in layout.items():
             arrays.setdefault(name, {"dtype": spec["dtype"], "shape": spec["shape"][1:]})
+            where = (spec["offset"], spec["dtype"], tuple(spec["shape"]))
+            source = stored.setdefault(where, name)
+            copy_of = source if source != name else None
+            same[name] = copy_of if same.get(name, copy_of) == copy_of else None
         pieces.append((pos, e["key"], int(e["events_out"]), codes[e["dataset"]]))
         pos += int(e["events_out"])
+    for name, source in same.items():
+        if source is not None and name in arrays:
+            arrays[name]["same_as"] = source
     if done:
         arrays["dataset"] = {"dtype": np.dtype(np.int32).str, "shape": []}
     n_rows = pos
@@ -94,11 +112,12 @@ def write_rows(job: tuple) -> int:
 
     ``arrays`` are those columns' (pickled) ``zarr.Array`` objects, so a task reads no Zarr
     metadata; each part slice is read straight into the chunk buffer and every column's chunk is
-    written in one concurrent Zarr call.
+    written in one concurrent Zarr call. A column in ``same`` (name -> source column of this task)
+    is its source's buffer: read and encoded once, written under both names.
     """
-    parts_root, arrays, (lo, hi, pieces) = job
-    out = {n: np.empty((hi - lo, *a.shape[1:]), a.dtype) for n, a in arrays.items()}
-    names = [n for n in arrays if n != "dataset"]
+    parts_root, arrays, (lo, hi, pieces), same = job
+    out = {n: np.empty((hi - lo, *a.shape[1:]), a.dtype) for n, a in arrays.items() if n not in same}
+    names = [n for n in out if n != "dataset"]
     dest = 0
     for key, start, stop, code in pieces:
         rows = stop - start
@@ -109,7 +128,8 @@ def write_rows(job: tuple) -> int:
         dest += rows
     if dest != hi - lo:
         raise RuntimeError(f"rows {lo}-{hi}: parts give {dest} rows")
-    _set_rows([(arrays[n].async_array, v) for n, v in out.items()], lo, hi)
+    out.update({n: out[source] for n, source in same.items()})
+    _set_rows([(arrays[n].async_array, out[n]) for n in arrays], lo, hi)
     return hi - lo
 
 
@@ -125,8 +145,9 @@ def _set_rows(targets: Sequence[tuple], lo: int, hi: int) -> None:
     from zarr.core.sync import sync
 
     writes, rest = [], []
+    encoded: dict[tuple, Any] = {}  # the same values under two names are encoded once
     for arr, values in targets:
-        chunks = _encode_chunks(arr, values, lo, hi)
+        chunks = _encode_chunks(arr, values, lo, hi, encoded)
         if chunks is None:
             rest.append((arr, values))
         else:
@@ -139,7 +160,7 @@ def _set_rows(targets: Sequence[tuple], lo: int, hi: int) -> None:
     sync(write_all())
 
 
-def _encode_chunks(arr, values: np.ndarray, lo: int, hi: int) -> list[tuple] | None:
+def _encode_chunks(arr, values: np.ndarray, lo: int, hi: int, encoded: dict | None = None) -> list[tuple] | None:
     """The (store path, encoded bytes) of the whole chunks ``arr[lo:hi] = values``; None: use zarr.
 
     Work-around (zarr 3.1 performance): zarr's codec pipeline hands every chunk to a thread for the
@@ -149,6 +170,7 @@ def _encode_chunks(arr, values: np.ndarray, lo: int, hi: int) -> list[tuple] | N
     identical). Only the exact chain the row tables use is encoded here — little-endian bytes +
     Blosc, regular chunks aligned with ``lo``, default chunk keys — with numcodecs' Blosc (what
     zarr's ``BloscCodec`` runs) and the array's own fill value for the padding of an edge chunk.
+    ``encoded`` caches the bytes by (values object, chunk, codec) for columns that are copies.
     """
     import sys
 
@@ -177,7 +199,14 @@ def _encode_chunks(arr, values: np.ndarray, lo: int, hi: int) -> list[tuple] | N
             full[:len(chunk)] = chunk
             chunk = full
         key = md.encode_chunk_key((start // rows, *(0,) * (chunk.ndim - 1)))
-        out.append((arr.store_path / key, proto.buffer.from_bytes(codec.encode(np.ascontiguousarray(chunk)))))
+        which = (id(values), start, repr(codec), md.fill_value)
+        if encoded is None or which not in encoded:
+            data = proto.buffer.from_bytes(codec.encode(np.ascontiguousarray(chunk)))
+            if encoded is None:
+                out.append((arr.store_path / key, data))
+                continue
+            encoded[which] = data
+        out.append((arr.store_path / key, encoded[which]))
     return out
 
 
@@ -218,7 +247,8 @@ def _write_rows(root, store: str, table: str, parts_root: str, entries: Sequence
         return 0
     root.require_group(table)
     zarrays = _create_arrays(root.store, table, n_rows, arrays)
-    mapper(write_rows, [(parts_root, {n: zarrays[n] for n in names}, (lo, hi, pieces))
+    mapper(write_rows, [(parts_root, {n: zarrays[n] for n in names}, (lo, hi, pieces),
+                         {n: arrays[n]["same_as"] for n in names if arrays[n].get("same_as") in names})
                         for lo, hi, pieces, names in tasks], f"consolidate {table}")
     # (re-open: a zarr Group object caches its attributes; writing through a stale one loses keys)
     _store.open_store(store, mode="a")[table].attrs.update({"columns": list(arrays), "n_rows": n_rows})

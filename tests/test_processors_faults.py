@@ -187,3 +187,22 @@ def test_consolidation_chunk_encoding_equals_zarr_setitem(tmp_path):
     # another codec chain: zarr's own path
     other = zarr.open_group(str(tmp_path / "o.zarr"), mode="w").create_array("x", shape=(10,), dtype="f4", chunks=(4,))
     assert consolidate._encode_chunks(other.async_array, np.ones(8, np.float32), 0, 8) is None
+
+
+def test_consolidation_plans_copied_columns_once(tmp_path):
+    """A column every part stores as a copy of another is planned as such (read and encoded once,
+    in its source's task); one part with distinct values turns that off."""
+    from lhcad.processors import consolidate
+
+    root = str(tmp_path / "_parts" / "t")
+    e = np.arange(6.0)
+    parts.write_part(root, "p1", {"a": e, "b": e, "c": e + 1}, {"key": "p1"})
+    parts.write_part(root, "p2", {"a": e, "b": e, "c": e}, {"key": "p2"})
+    entries = [{"key": k, "dataset": "d", "status": "done", "events_out": 6} for k in ("p1", "p2")]
+    _n, arrays, tasks = consolidate.plan_rows(root, entries, {"d": 0})
+    assert arrays["b"].get("same_as") == "a" and "same_as" not in arrays["c"]
+    assert any({"a", "b"} <= set(names) for *_, names in tasks)
+    parts.write_part(root, "p3", {"a": e, "b": e + 2, "c": e}, {"key": "p3"})
+    entries.append({"key": "p3", "dataset": "d", "status": "done", "events_out": 6})
+    _n, arrays, _t = consolidate.plan_rows(root, entries, {"d": 0})
+    assert "same_as" not in arrays["b"]
