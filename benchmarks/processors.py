@@ -189,7 +189,8 @@ def _cpu_breakdown(fileset: Path, branches: list[str], chunksize: int, tmp: Path
 
     c = _cpu_s()
     root = _store.open_store(str(tmp / "breakdown.zarr"), mode="a")
-    cons._write_rows(root, str(tmp / "breakdown.zarr"), "dijet", parts_root, entries, {"data": 0}, progress_map)
+    cons._write_rows(root, str(tmp / "breakdown.zarr"), "dijet", parts_root, entries, {"data": 0}, progress_map,
+                    workers=1)
     out["consolidate"] += _cpu_s() - c
     shutil.rmtree(tmp / "breakdown.zarr", ignore_errors=True)
     return {k: round(v, 3) for k, v in out.items()}

@@ -34,10 +34,12 @@ def _sum_cutflows(entries: Sequence[Mapping]) -> dict[str, dict[str, int]]:
 
 
 ROW_CHUNK = 262_144  # rows per Zarr chunk of the row tables (as lhcad.store.TableWriter)
-# bytes per row of the columns one consolidation task writes (~8 MB per task): a task is one Zarr
-# chunk of rows x a group of columns, so there are enough similar tasks to keep every worker busy
-# (whole row chunks only gave 6 tasks for 1.33 M dijet rows: 3 + 2.07 chunks on 2 workers)
-TASK_ROW_BYTES = 32
+# A consolidation task is one Zarr chunk of rows x a group of columns; the columns are split into
+# as many groups as it takes for about TASKS_PER_WORKER similar tasks per worker (whole row chunks
+# alone gave 6 tasks for 1.33 M dijet rows: 3 + 2.07 chunks on 2 workers), and no more: every task
+# costs scheduling, a Zarr call and part opens (a lone worker got 30 tasks for 1.33 M rows).
+TASKS_PER_WORKER = 4
+TASK_ROW_BYTES = 32  # column_groups' default group width (bytes per row)
 
 
 def column_groups(arrays: Mapping[str, dict], row_bytes: int = TASK_ROW_BYTES) -> list[list[str]]:
@@ -63,14 +65,15 @@ def column_groups(arrays: Mapping[str, dict], row_bytes: int = TASK_ROW_BYTES) -
 
 
 def plan_rows(parts_root: str, entries: Sequence[Mapping], codes: Mapping[str, int],
-              chunk_rows: int = ROW_CHUNK) -> tuple[int, dict[str, dict], list[tuple]]:
+              chunk_rows: int = ROW_CHUNK, workers: int = 2) -> tuple[int, dict[str, dict], list[tuple]]:
     """Row layout of a table from its committed parts, in ``entries`` order.
 
     Returns ``(n_rows, arrays, tasks)``: ``arrays`` maps column name to dtype and per-row shape (in
     the parts' column order, then ``dataset``) and, for a column every part stores as a copy of an
     earlier one (dijet: ``mj1`` is ``j1_mass``), ``"same_as"``: that column; each task ``(lo, hi, pieces, names)`` covers whole
     Zarr chunks ``[lo, hi)`` of the columns ``names`` and lists the part slices ``(key, start, stop,
-    dataset code)`` that fill it, so that tasks write disjoint Zarr chunks and can run in parallel.
+    dataset code)`` that fill it, so that tasks write disjoint Zarr chunks and can run in parallel;
+    about :data:`TASKS_PER_WORKER` tasks per worker (``workers``) where the columns allow.
     """
     done = [e for e in entries if e["status"] == "done"]
     arrays: dict[str, dict] = {}
@@ -97,7 +100,11 @@ def plan_rows(parts_root: str, entries: Sequence[Mapping], codes: Mapping[str, i
     if done:
         arrays["dataset"] = {"dtype": np.dtype(np.int32).str, "shape": []}
     n_rows = pos
-    groups = column_groups(arrays)
+    n_chunks = max(1, -(-n_rows // chunk_rows))
+    widths = [np.dtype(a["dtype"]).itemsize * int(np.prod(a["shape"], dtype=np.int64))
+              for a in arrays.values() if "same_as" not in a]
+    n_groups = -(-TASKS_PER_WORKER * max(1, int(workers)) // n_chunks)
+    groups = column_groups(arrays, max(max(widths, default=1), -(-sum(widths) // n_groups)))
     tasks = []
     for lo in range(0, n_rows, chunk_rows):
         hi = min(n_rows, lo + chunk_rows)
@@ -241,8 +248,8 @@ def _create_arrays(zstore, table: str, n_rows: int, arrays: Mapping[str, dict]) 
 
 
 def _write_rows(root, store: str, table: str, parts_root: str, entries: Sequence[Mapping],
-                codes: dict[str, int], mapper: Callable) -> int:
-    n_rows, arrays, tasks = plan_rows(parts_root, entries, codes)
+                codes: dict[str, int], mapper: Callable, workers: int = 2) -> int:
+    n_rows, arrays, tasks = plan_rows(parts_root, entries, codes, workers=workers)
     if not arrays:
         return 0
     root.require_group(table)
@@ -302,6 +309,7 @@ def consolidate(
     chunksize: int,
     treename: str,
     mapper: Callable = progress_map,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Rebuild ``table`` in ``store`` from the parts listed in ``entries``; returns the run summary."""
     root = _store.open_store(store, mode="a")
@@ -311,7 +319,7 @@ def consolidate(
     if table == "lumi":
         n_out = _write_lumi(root, parts_root, entries, proc)
     else:
-        n_out = _write_rows(root, store, table, parts_root, entries, codes, mapper)
+        n_out = _write_rows(root, store, table, parts_root, entries, codes, mapper, workers)
     # (re-open: a zarr Group object caches its attributes; writing through a stale one loses keys)
     grp = _store.open_store(store, mode="a")[table]
     if table != "lumi" and "n_rows" not in grp.attrs:

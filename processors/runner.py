@@ -177,6 +177,14 @@ def _mapper(cl, pool=None):
     return pool_map
 
 
+def _parallelism(cl, cfg: ClusterConfig) -> int:
+    """How many consolidation tasks can run at once: the Dask threads (or the configured workers of
+    an adaptive cluster still scaling up), the process pool's size, or 1 in-process."""
+    if cl.client is not None:
+        return max(1, sum(cl.client.nthreads().values()), int(cfg.workers or 1))
+    return max(1, int(cfg.workers or 1)) if cfg.type == "futures" else 1
+
+
 class _ReplicatingClient:
     """A ``distributed.Client`` whose :meth:`submit` results are copied to every worker.
 
@@ -391,7 +399,7 @@ def process(
         summary = consolidate(
             table, store, parts_root, ordered, datasets=list(fs), options=options, proc=proc,
             skipped_files=skipped_files, fileset=fs, chunksize=chunksize, treename=treename,
-            mapper=_mapper(cl, ex_opts.get("pool")),
+            mapper=_mapper(cl, ex_opts.get("pool")), workers=_parallelism(cl, cluster_cfg),
         )
         summary.update({
             "chunks": len(chunks), "chunks_reused": reused, "chunks_run": len(todo),
