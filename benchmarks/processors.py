@@ -27,7 +27,8 @@ Measured in one run (on generated dijet NanoAOD from ``lhcad generate dijet``):
   figures are only as good as that; the CPU figures (best of the repeats) much less disturbed.
 
 Fairness: every timed run follows a small warm-up run on the same (fresh) cluster, so one-time
-imports (and numba's one-time initialisation, ~1 s per process) are not counted, and preprocesses its files itself (coffea's metadata cache is cleared);
+imports (and numba's one-time initialisation per process, which NanoEvents needs anyway) are
+not counted, and preprocesses its files itself (coffea's metadata cache is cleared);
 the input files are read once before any measurement (warm page cache for every
 measurement alike); the raw read and the processor runs happen in the same invocation; with
 ``--repeat N`` each measurement is taken N times, interleaved, and the best of each is reported
