@@ -234,6 +234,8 @@ class TrainConfig(_Strict):
     oversample: int = Field(4, ge=1, description="CATHODE template events per SR data event")
     ranode_epochs: int = Field(30, ge=1)
     ranode_w_init: float = Field(0.01, gt=0, lt=1)
+    ranode_fraction_update: Literal["em", "gradient"] = Field(
+        "em", description="R-ANODE signal fraction: closed-form EM update per epoch, or Adam on logit w")
     vae_epochs: int = Field(20, ge=1, description="per-jet (V)AE epochs of vaeqr and tagntrain")
     delta_eta_sideband: float = Field(
         1.4, gt=0, description="vaeqr trains its VAE on data with |Δη| above this (all data when the "

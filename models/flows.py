@@ -35,12 +35,16 @@ def build_zuko_flow(kind: str, features: int, context: int, transforms: int, hid
 
 def train_density(module, loss_fn, n: int, *, epochs: int, batch_size: int, lr: float,
                   val_fraction: float, seed: int, device: str, extra_params=(),
-                  lr_schedule: str = "constant") -> list[float]:
+                  lr_schedule: str = "constant", extra_lr: float | None = None,
+                  epoch_callback=None) -> list[float]:
     """Minimise ``loss_fn(index_tensor)`` (mean negative log-likelihood of those rows) over minibatches.
 
     ``lr_schedule="cosine"`` anneals the learning rate to zero over the run (per step), else it stays
-    constant. Keeps the state of the best validation epoch in ``module`` (and in ``extra_params``);
-    returns the validation-loss history.
+    constant. ``extra_params`` (tensors outside ``module``, e.g. a mixture weight) are optimised in
+    their own Adam parameter group with learning rate ``extra_lr`` (default ``lr``).
+    ``epoch_callback(train_index, val_index)`` runs after every training epoch, before the validation loss (e.g.
+    a closed-form update of an extra parameter). Keeps the state of the best validation epoch in
+    ``module`` (and in ``extra_params``); returns the validation-loss history.
     """
     import torch
 
@@ -48,8 +52,11 @@ def train_density(module, loss_fn, n: int, *, epochs: int, batch_size: int, lr: 
     perm = torch.randperm(n, generator=gen).to(device)
     n_val = max(1, int(val_fraction * n))
     iv, it = perm[:n_val], perm[n_val:]
-    params = [p for p in module.parameters() if p.requires_grad] + list(extra_params)
-    opt = torch.optim.Adam(params, lr=lr)
+    groups = [{"params": [p for p in module.parameters() if p.requires_grad], "lr": lr}]
+    trainable_extra = [p for p in extra_params if p.requires_grad]
+    if trainable_extra:
+        groups.append({"params": trainable_extra, "lr": lr if extra_lr is None else extra_lr})
+    opt = torch.optim.Adam(groups)
     if lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"lr_schedule {lr_schedule!r} unknown (choose constant or cosine)")
     steps = epochs * -(-len(it) // batch_size)
@@ -66,6 +73,8 @@ def train_density(module, loss_fn, n: int, *, epochs: int, batch_size: int, lr: 
             if sched is not None:
                 sched.step()
         module.eval()
+        if epoch_callback is not None:
+            epoch_callback(it, iv)
         with torch.no_grad():
             vl = sum(float(loss_fn(iv[s:s + 65536])) * len(iv[s:s + 65536])
                      for s in range(0, len(iv), 65536)) / len(iv)

@@ -108,7 +108,7 @@ def _method_settings(method: str, cfg: dict) -> dict:
         keys += ["quak_background", "quak_signal_prior", "quak_signal_weight", "flow", "flow_transforms",
                  "flow_hidden", "flow_epochs", "flow_batch_size", "flow_max_events"]
     if method == "ranode":
-        keys += ["ranode_epochs", "ranode_w_init", "flow_batch_size"]
+        keys += ["ranode_epochs", "ranode_w_init", "ranode_fraction_update", "flow_batch_size"]
     out = {k: cfg[k] for k in keys}
     if method in CLASSIFIER_METHODS and cfg["classifier"] == "hgb":
         out["hgb_l2_regularization"] = HGB_L2
@@ -346,9 +346,12 @@ def fit_task(task: dict) -> dict:
         from lhcad.models.ranode import RANODE
 
         est = RANODE(flow=cfg["flow"], epochs=cfg["ranode_epochs"], batch_size=cfg["flow_batch_size"],
-                     w_init=cfg["ranode_w_init"], device=cfg["device"], random_state=seed)
+                     w_init=cfg["ranode_w_init"], fraction_update=cfg["ranode_fraction_update"],
+                     device=cfg["device"], random_state=seed)
         est.fit(d.X[train1], d.m[train1], background_flow=_load_flow(spec, sr, k))
         info["signal_fraction"] = est.signal_fraction_
+        info["signal_fraction_history"] = est.fraction_history_
+        info["signal_fraction_true"] = float(np.mean(d.truth[train1] > 0)) if (d.truth[train1] >= 0).all() else None
     elif method == "vaeqr":
         from lhcad.models.vaeqr import VAEQR
 
