@@ -88,9 +88,13 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--reuse", action="store_true", help="reuse an existing store in --workdir")
     ap.add_argument("--keep-models", default="", help="comma-separated models to reuse from WORKDIR/models "
-                    "(with --reuse: not retrained and not rescored; their stored scores are evaluated as they are)")
+                    "(with --reuse: not retrained; their stored scores are re-scored when they belong to another model file "
+                    "or split, and a model trained on another split, i.e. another --train-seed, is rejected)")
     ap.add_argument("--beta", type=float, default=None, help="β of the VAE and the IN-VAE (default: the class default)")
     ap.add_argument("--vae-epochs", type=int, default=None, help="VAE epochs (default: --epochs)")
+    ap.add_argument("--vae-standardise", action=argparse.BooleanOptionalAction, default=None,
+                    help="standardise the VAE encoder input (default: the class default, on)")
+    ap.add_argument("--vae-free-bits", type=float, default=None, help="VAE KL floor per latent dimension (default 0)")
     ap.add_argument("--train-seed", type=int, default=0,
                     help="seed of the train/test split of the background and of the model initialisation "
                          "(vary it to see the training spread of the AUCs and TPRs)")
@@ -147,8 +151,12 @@ def main() -> int:
         params["vae"]["beta"] = params["invae"]["beta"] = args.beta
     if args.vae_epochs is not None:
         params["vae"]["epochs"] = args.vae_epochs
+    if args.vae_standardise is not None:
+        params["vae"]["standardise"] = args.vae_standardise
+    if args.vae_free_bits is not None:
+        params["vae"]["free_bits"] = args.vae_free_bits
     keep = [m for m in args.keep_models.split(",") if m.strip()] if args.reuse else []
-    keep = [m for m in keep if (work / "models" / f"{m}.pt").exists()]
+    keep = [m for m in keep if m in models and (work / "models" / f"{m}.pt").exists()]
     fit = [m for m in models if m not in keep]
     if keep:
         print(f"reusing trained models {keep} from {work / 'models'} (their stored scores are kept)")
@@ -160,11 +168,23 @@ def main() -> int:
     times["train_s"] = time.perf_counter() - t1
     loads["after_train"] = _load()
     t1 = time.perf_counter()
-    l1_jobs.score(store, work / "models", names=fit, skip_training_rows=True)
+    try:
+        # kept models: scores keyed by model file + split; stale ones are re-scored, ones trained on
+        # another split (another --train-seed) rejected
+        rescore = l1_jobs.kept_models_to_rescore(store, work / "models", keep)
+    except l1_jobs.StaleScoresError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if rescore:
+        print(f"re-scoring kept models {rescore}: their stored scores belong to another model file or split")
+    l1_jobs.score(store, work / "models", names=fit + rescore, skip_training_rows=True)
     times["score_s"] = time.perf_counter() - t1
     loads["after_score"] = _load()
     t1 = time.perf_counter()
-    res = l1_jobs.evaluate(store, work / "models", work / "results", fprs=fprs, latent_events=100_000)
+    try:
+        res = l1_jobs.evaluate(store, work / "models", work / "results", fprs=fprs, latent_events=100_000,
+                               names=models)
+    except l1_jobs.StaleScoresError as exc:
+        raise SystemExit(f"error: {exc}") from None
     times["evaluate_s"] = time.perf_counter() - t1
     loads["after_evaluate"] = _load()
 
@@ -200,6 +220,11 @@ def main() -> int:
             sig = ((v["tpr_hi"] - v["tpr_lo"]) ** 2 / 4 + (a["tpr_hi"] - a["tpr_lo"]) ** 2 / 4) ** 0.5
             within[s] = bool(v["tpr"] >= a["tpr"] - 2 * sig)
         goals["vae_mu2_tpr_ge_ae_within_2sigma"] = within
+    if "vae_mu2" in table and "ae_std" in table:
+        # the AE with the same input standardisation as the VAE: is the gain the VAE's or the inputs'?
+        per = {s: None if table["vae_mu2"][s].get("tpr") is None or table["ae_std"][s].get("tpr") is None
+               else bool(table["vae_mu2"][s]["tpr"] >= table["ae_std"][s]["tpr"]) for s in res["n_signal"]}
+        goals["vae_mu2_tpr_ge_ae_std"] = per
     if "invae_mu2" in table and "vae_mu2" in table:
         goals["invae_vs_vae"] = {
             fpr_key(main_fpr): {s: {"invae_mu2": table["invae_mu2"][s].get("tpr"), "vae_mu2": table["vae_mu2"][s].get("tpr")}

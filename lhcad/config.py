@@ -357,13 +357,18 @@ class DQMConfig(_Strict):
 class L1Config(_Strict):
     """L1 trigger AD (models/l1_*): which models, training and evaluation settings."""
 
-    models: list[Literal["ae", "vae", "invae"]] = Field(default_factory=lambda: ["ae", "vae"])
+    models: list[Literal["ae", "ae_std", "vae", "invae"]] = Field(default_factory=lambda: ["ae", "vae"])
     epochs: int = Field(20, ge=1)
     train_fraction: float = Field(0.5, gt=0, lt=1, description="share of the 'sm' background used for training")
     max_train: int | None = Field(None, gt=0, description="cap on training events per model")
     fprs: list[float] = Field(default_factory=lambda: [1e-5, 1e-4, 1e-3],
                               description="FPRs for the TPR tables (1e-5 needs >= 100k held-out background)")
     seed: int = 0
+    vae_beta: float = Field(1.0, gt=0, description="VAE KL weight (KL per input feature; 1: collapsed posterior, "
+                            "mu^2 a one-class score; see models/l1_vae.py)")
+    vae_standardise: bool = Field(True, description="VAE encoder input standardised on the training background "
+                                  "(folded into the first layer when deployed); the issue-9 recipe")
+    vae_free_bits: float = Field(0.0, ge=0, description="VAE free bits: KL floor per latent dimension (nats)")
 
 
 class DeployConfig(_Strict):

@@ -3,6 +3,9 @@
 ADC2021's baseline used BatchNorm + LeakyReLU; here the input scaling is done by
 :class:`~lhcad.models.l1_preprocess.L1Preprocessor` and the activations are ReLU (firmware-friendly),
 which keeps the same dense FLOPs count. Score ``mse`` = mean squared error over the 57 features.
+``standardise=True`` (not the default; ``ae_std`` in :mod:`lhcad.models.l1_jobs`) puts the VAE's
+input standardisation in front of the encoder — the role of the ADC2021 baseline's input BatchNorm —
+folded into the first layer when deployed; the reconstruction target stays the preprocessed input.
 
 >>> import numpy as np
 >>> p = np.abs(np.random.default_rng(0).normal(10, 3, (256, 19, 3))).astype(np.float32)
@@ -13,7 +16,8 @@ which keeps the same dense FLOPs count. Score ``mse`` = mean squared error over 
 
 from __future__ import annotations
 
-from lhcad.models.l1_base import L1Estimator, linear_layers, mlp
+from lhcad.models.l1_base import (L1Estimator, add_standardisation, fit_standardisation, fold_standardisation,
+                                  linear_layers, mlp)
 from lhcad.models.l1_preprocess import N_FEATURES
 
 
@@ -22,9 +26,11 @@ class DenseAE(L1Estimator):
 
     score_kinds = ("mse",)
     default_score = "mse"
+    _optional_buffers = ("shift", "scale")
 
     def __init__(self, hidden: tuple[int, ...] = (16, 3), epochs: int = 20, batch_size: int = 1024,
-                 lr: float = 3e-3, seed: int = 0):
+                 lr: float = 3e-3, seed: int = 0, standardise: bool = False):
+        self.standardise = standardise
         self.hidden = hidden
         self.epochs = epochs
         self.batch_size = batch_size
@@ -37,10 +43,16 @@ class DenseAE(L1Estimator):
         sizes = [N_FEATURES, *self.hidden]
         enc = mlp(sizes)  # no activation on the latent
         dec = mlp(sizes[::-1])
-        return torch.nn.ModuleDict({"encoder": enc, "decoder": dec})
+        m = torch.nn.ModuleDict({"encoder": enc, "decoder": dec})
+        add_standardisation(m, N_FEATURES)  # encoder input (x - shift) / scale; identity unless ``standardise``
+        return m
+
+    def _init_from_data(self, m, x_train) -> None:
+        if self.standardise:
+            fit_standardisation(m, x_train)
 
     def _forward(self, m, xb):
-        z = m["encoder"](xb)
+        z = m["encoder"]((xb - m.shift) / m.scale)
         return z, m["decoder"](z)
 
     def _loss(self, m, xb, epoch=0):
@@ -57,4 +69,4 @@ class DenseAE(L1Estimator):
         layers = linear_layers(self.module_["encoder"]) + linear_layers(self.module_["decoder"])
         for i, layer in enumerate(layers):
             layer.name = f"dense{i + 1}"
-        return layers
+        return fold_standardisation(layers, self.module_)

@@ -36,6 +36,8 @@ class L1Estimator(Estimator):
     score_kinds: tuple[str, ...] = ()
     default_score: str = ""
     score_batch_size: int = 65536
+    #: buffers that models saved by older versions may lack (their defaults are then kept)
+    _optional_buffers: tuple[str, ...] = ()
 
     # ---------------------------------------------------------------- overridden by subclasses
     def _build(self):  # pragma: no cover - abstract
@@ -46,6 +48,9 @@ class L1Estimator(Estimator):
 
     def _scores(self, module, xb) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _init_from_data(self, module, x_train) -> None:
+        """Hook: set data-derived buffers of a freshly built module (default: nothing)."""
 
     # ---------------------------------------------------------------- estimator API
     def fit(self, particles: np.ndarray, progress: bool = True, threads: int | None = None) -> L1Estimator:
@@ -66,6 +71,7 @@ class L1Estimator(Estimator):
         perm = torch.randperm(len(x), generator=gen)
         x_val, x_tr = x[perm[:n_val]], x[perm[n_val:]]
         self.module_ = self._build()
+        self._init_from_data(self.module_, x_tr)
         opt = torch.optim.Adam(self.module_.parameters(), lr=self.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.epochs)
         self.history_ = []
@@ -125,14 +131,48 @@ class L1Estimator(Estimator):
     # ---------------------------------------------------------------- persistence
     def _get_state(self) -> dict:
         return {"module": self.module_.state_dict(), "preprocessor": self.preprocessor_.to_dict(),
-                "history": self.history_}
+                "history": self.history_, "train_split": getattr(self, "train_split_", None)}
 
     def _set_state(self, state: dict) -> None:
         self.module_ = self._build()
-        self.module_.load_state_dict(state["module"])
+        res = self.module_.load_state_dict(state["module"], strict=False)
+        bad = [k for k in res.missing_keys if k not in self._optional_buffers] + list(res.unexpected_keys)
+        if bad:
+            raise ValueError(f"saved {type(self).__name__} state does not match the network (keys {bad})")
         self.module_.eval()
         self.preprocessor_ = L1Preprocessor.from_dict(state["preprocessor"])
         self.history_ = state.get("history", [])
+        # fingerprint of the background split it was trained on (set by l1_jobs.train; None if unknown)
+        self.train_split_ = state.get("train_split")
+
+
+#: floor of the per-feature standard deviation of the input standardisation (features that are almost
+#: always zero-padded would otherwise be blown up without bound)
+STD_FLOOR = 0.01
+
+
+def add_standardisation(module, n_features: int) -> None:
+    """Register the ``shift`` / ``scale`` buffers of an input standardisation (identity until fitted)."""
+    import torch
+
+    module.register_buffer("shift", torch.zeros(n_features))
+    module.register_buffer("scale", torch.ones(n_features))
+
+
+def fit_standardisation(module, x_train) -> None:
+    """Zero mean, unit variance per feature on the training data; scale floored at :data:`STD_FLOOR`."""
+    module.shift.copy_(x_train.mean(dim=0))
+    module.scale.copy_(x_train.std(dim=0).clamp(min=STD_FLOOR))
+
+
+def fold_standardisation(layers: list[DenseLayer], module) -> list[DenseLayer]:
+    """Fold (x - shift) / scale into the first layer: W' = W / s, b' = b - (m / s) W (same FLOPs)."""
+    shift = module.shift.detach().cpu().numpy().astype(np.float64)
+    scale = module.scale.detach().cpu().numpy().astype(np.float64)
+    w = layers[0].weight.astype(np.float64)
+    layers[0].weight = (w / scale[:, None]).astype(np.float32)
+    layers[0].bias = (layers[0].bias - (shift / scale) @ w).astype(np.float32)
+    return layers
 
 
 def linear_layers(seq, names: list[str] | None = None) -> list[DenseLayer]:

@@ -24,7 +24,7 @@ def _usage(exc: Exception):
 def train_cmd(
     store: _Store,
     out: Annotated[Path, typer.Option("--out", help="Directory for the saved models and the split.")],
-    models: Annotated[str, typer.Option("--models", help="Comma-separated: ae, vae, invae.")] = "ae,vae",
+    models: Annotated[str, typer.Option("--models", help="Comma-separated: ae, ae_std, vae, invae.")] = "ae,vae",
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 20,
     train_fraction: Annotated[float, typer.Option(help="Share of the 'sm' background used for training.")] = 0.5,
     max_train: Annotated[int | None, typer.Option(min=1, help="Cap on training events per model.")] = None,

@@ -25,7 +25,61 @@ from lhcad.models.l1_preprocess import BACKGROUND, BLACKBOX, SIGNALS, load_l1, s
 
 log = logging.getLogger(__name__)
 
-MODEL_NAMES = ("ae", "vae", "invae")
+MODEL_NAMES = ("ae", "ae_std", "vae", "invae")
+
+
+class StaleScoresError(ValueError):
+    """Stored scores that do not belong to the current model/split, or that are NaN where evaluated."""
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """SHA-256 (first 16 hex digits) of a file: identifies one trained model."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def rows_fingerprint(rows: np.ndarray) -> str:
+    """SHA-256 (first 16 hex digits) of a row-index array: identifies one background split."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def split_fingerprint(models_dir: str | Path) -> str:
+    """Fingerprint of the training rows in ``<models_dir>/split.npz``."""
+    split_file = Path(models_dir) / "split.npz"
+    if not split_file.exists():
+        raise FileNotFoundError(f"{split_file}: missing (written by `lhcad l1 train`)")
+    return rows_fingerprint(np.load(split_file)["train_rows"])
+
+
+def stale_reason(root, models_dir: str | Path, name: str, kind: str, model=None) -> str | None:
+    """Why ``l1/scores/<name>__<kind>`` cannot be evaluated with ``<models_dir>/<name>.pt`` (None: current).
+
+    Scores are keyed by the model file's fingerprint (a retrained model — other seed or recipe —
+    has another) and by the background split they were scored with; a model trained on another
+    split than ``split.npz`` (its training rows would sit in the test set) is rejected too.
+    """
+    models_dir = Path(models_dir)
+    key = f"{name}__{kind}"
+    try:
+        attrs = dict(root["l1"]["scores"][key].attrs)
+    except KeyError:
+        return f"l1/scores/{key} not found (run `lhcad l1 score`)"
+    split = split_fingerprint(models_dir)
+    trained_on = getattr(model, "train_split_", None)
+    if trained_on is not None and trained_on != split:
+        return (f"model {models_dir / (name + '.pt')} was trained on another background split ({trained_on}) than "
+                f"{models_dir / 'split.npz'} ({split}): retrain it with this --seed/--train-seed")
+    have = attrs.get("model_sha256")
+    if have != file_fingerprint(models_dir / f"{name}.pt"):
+        return (f"l1/scores/{key} was written by another model ({have or 'no fingerprint'}) than "
+                f"{models_dir / (name + '.pt')}: re-score it (`lhcad l1 score`)")
+    if attrs.get("skip_training_rows") and attrs.get("split_sha256") != split:
+        return (f"l1/scores/{key} was scored with another background split ({attrs.get('split_sha256')}) than "
+                f"{models_dir / 'split.npz'} ({split}): re-score it (`lhcad l1 score`)")
+    return None
 
 
 def make_model(name: str, **params):
@@ -34,9 +88,11 @@ def make_model(name: str, **params):
     from lhcad.models.l1_invae import INVAE
     from lhcad.models.l1_vae import VAE
 
-    classes = {"ae": DenseAE, "vae": VAE, "invae": INVAE}
+    classes = {"ae": DenseAE, "ae_std": DenseAE, "vae": VAE, "invae": INVAE}
     if name not in classes:
         raise ValueError(f"unknown L1 model {name!r} (choose from: {', '.join(classes)})")
+    if name == "ae_std":  # the dense AE with the VAE's input standardisation (a fair comparison for the VAE)
+        params = {"standardise": True, **params}
     return classes[name](**params)
 
 
@@ -49,6 +105,7 @@ def _train_task(item: dict) -> str:
     particles = read_columns(root, "l1", ["particles"], rows=rows)["particles"]
     model = make_model(item["name"], **item["params"]).fit(np.asarray(particles), progress=item.get("progress", False),
                                                            threads=item.get("threads"))
+    model.train_split_ = item.get("split")  # the background split it belongs to (its test rows are unseen)
     return str(model.save(item["path"]))
 
 
@@ -86,7 +143,7 @@ def train(store: str, out: str | Path, models=("ae", "vae"), *, epochs: int = 20
         if cap is not None and len(rows) > cap:
             rows = np.sort(np.random.default_rng(seed).choice(rows, cap, replace=False))
         p = {"epochs": epochs, "seed": seed, **(params or {}).get(name, {})}
-        items.append({"store": str(store), "name": name, "params": p, "rows": rows,
+        items.append({"store": str(store), "name": name, "params": p, "rows": rows, "split": rows_fingerprint(train_rows),
                       "path": str(out / f"{name}.pt"), "progress": cluster is None})
     # a local process pool runs `workers` fits at once: split the cores between them (torch's default of
     # all cores per process oversubscribes a small machine and its OpenMP threads then spin-wait)
@@ -104,6 +161,31 @@ def train(store: str, out: str | Path, models=("ae", "vae"), *, epochs: int = 20
     else:
         paths = cluster.map(_train_task, items, desc="train L1 models", key_prefix="l1-train")
     return dict(zip(models, paths, strict=True))
+
+
+def kept_models_to_rescore(store: str, models_dir: str | Path, names) -> list[str]:
+    """Saved models ``names`` reused as they are (not retrained): which need re-scoring.
+
+    A kept model whose stored scores were written for another model file or split is returned (it is
+    re-scored); one trained on another background split than ``split.npz`` — e.g. kept from a run with
+    another ``--train-seed`` — raises :class:`StaleScoresError` (its training rows are in the test set).
+    """
+    from lhcad.models.l1_base import load_model
+    from lhcad.store import open_store
+
+    root = open_store(store, mode="r")
+    paths = model_paths(models_dir)
+    rescore = []
+    for name in names:
+        model = load_model(paths[name])
+        split = split_fingerprint(models_dir)
+        if getattr(model, "train_split_", None) not in (None, split):
+            raise StaleScoresError(f"model {name}: {paths[name]} was trained on another background split "
+                                   f"({model.train_split_}) than {Path(models_dir) / 'split.npz'} ({split}); "
+                                   f"retrain it (drop it from --keep-models) or use its --train-seed")
+        if any(stale_reason(root, models_dir, name, kind, model) for kind in model.score_kinds):
+            rescore.append(name)
+    return rescore
 
 
 def model_paths(models_dir: str | Path) -> dict[str, Path]:
@@ -127,8 +209,11 @@ def score(store: str, models_dir: str | Path, chunk: int = 500_000, names=None,
     root = open_store(store, mode="a")
     n = n_rows(root, "l1")
     keep = np.ones(n, dtype=bool)
+    split = None
     if skip_training_rows:
-        keep[np.load(Path(models_dir) / "split.npz")["train_rows"]] = False
+        train_rows = np.load(Path(models_dir) / "split.npz")["train_rows"]
+        keep[train_rows] = False
+        split = rows_fingerprint(train_rows)
     written: dict[str, list[str]] = {}
     for name, path in model_paths(models_dir).items():
         if names is not None and name not in names:
@@ -149,14 +234,20 @@ def score(store: str, models_dir: str | Path, chunk: int = 500_000, names=None,
                     parts.setdefault(k, []).append(full)
                 bar.advance(task, stop - start)
         for kind, values in parts.items():
-            write_scores(root, "l1", f"{name}__{kind}", np.concatenate(values), attrs={"model": str(path)})
+            write_scores(root, "l1", f"{name}__{kind}", np.concatenate(values),
+                         attrs={"model": str(path), "model_sha256": file_fingerprint(path),
+                                "skip_training_rows": bool(skip_training_rows), "split_sha256": split})
         written[name] = sorted(parts)
     return written
 
 
 def evaluate(store: str, models_dir: str | Path, out: str | Path | None = None, fprs=(1e-5,),
-             latent_events: int = 200_000, blackbox_score: str = "vae_mu2") -> dict:
+             latent_events: int = 200_000, blackbox_score: str = "vae_mu2", names=None) -> dict:
     """ADC2021 metrics from the stored scores (held-out background only); see module docstring.
+
+    ``names``: evaluate only these saved models (default: all in ``models_dir``). Scores written for
+    another model file or split, and NaN scores on evaluated rows, raise :class:`StaleScoresError`
+    naming the model and the score key.
 
     ``blackbox_score`` (``<model>_<kind>``, or ``ae``) ranks the black-box events for the submission
     file; when that model was not trained, the first trained model's default score is used.
@@ -165,6 +256,7 @@ def evaluate(store: str, models_dir: str | Path, out: str | Path | None = None, 
     from lhcad.models.l1_base import load_model
     from lhcad.store import dataset_names, open_store, read_columns, read_scores
 
+    only = None if names is None else list(names)
     models_dir = Path(models_dir)
     out = Path(out or models_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -185,12 +277,26 @@ def evaluate(store: str, models_dir: str | Path, out: str | Path | None = None, 
         result[M.fpr_key(f)] = {}
     curves: dict = {s: {} for s in signals}
     paths = model_paths(models_dir)
+    if only is not None:
+        missing = [n for n in only if n not in paths]
+        if missing:
+            raise FileNotFoundError(f"{models_dir}: no saved model(s) {missing} (have: {sorted(paths)})")
+        paths = {n: p for n, p in paths.items() if n in only}
     models = {name: load_model(p) for name, p in paths.items()}
     for name, model in models.items():
         result["flops"][name] = M.model_flops(model)
         for kind in model.score_kinds:
             key = name if kind == "mse" else f"{name}_{kind}"
+            why = stale_reason(root, models_dir, name, kind, model)
+            if why:
+                raise StaleScoresError(f"model {name}, score {key}: {why}")
             s = read_scores(root, "l1", f"{name}__{kind}")
+            used = np.r_[test_rows, *sig_rows.values()]
+            n_nan = int(np.isnan(s[used]).sum())
+            if n_nan:
+                raise StaleScoresError(f"model {name}, score l1/scores/{name}__{kind}: {n_nan} NaN scores on the "
+                                       f"{len(used)} held-out background + signal rows (diverged training or scores "
+                                       f"from another split: re-train/re-score)")
             bkg = s[test_rows]
             result["auc"][key] = {sig: M.auc(bkg, s[r]) for sig, r in sig_rows.items()}
             for f in fprs:
@@ -261,8 +367,9 @@ def pipeline_stage(cfg, ctx) -> dict:
     l1 = cfg.l1
     out = ctx.workdir / "l1"
     with open_cluster(cfg.cluster) as cl:
+        vae = {"beta": l1.vae_beta, "standardise": l1.vae_standardise, "free_bits": l1.vae_free_bits}
         paths = train(cfg.store, out, models=l1.models, epochs=l1.epochs, train_fraction=l1.train_fraction,
-                      max_train=l1.max_train, seed=l1.seed, cluster=cl)
+                      max_train=l1.max_train, seed=l1.seed, cluster=cl, params={"vae": vae})
     score(cfg.store, out)
     res = evaluate(cfg.store, out, out, fprs=tuple(l1.fprs))
     figures = {"n_background_test": res["n_background_test"], "auc": res["auc"],
