@@ -92,8 +92,8 @@ def main() -> int:
                     "or split, and a model trained on another split, i.e. another --train-seed, is rejected)")
     ap.add_argument("--beta", type=float, default=None, help="β of the VAE and the IN-VAE (default: the class default)")
     ap.add_argument("--vae-epochs", type=int, default=None, help="VAE epochs (default: --epochs)")
-    ap.add_argument("--vae-standardise", action=argparse.BooleanOptionalAction, default=None,
-                    help="standardise the VAE encoder input (default: the class default, on)")
+    ap.add_argument("--vae-standardise", action=argparse.BooleanOptionalAction, default=True,
+                    help="standardise the VAE encoder input (the issue-9 recipe; default on)")
     ap.add_argument("--vae-free-bits", type=float, default=None, help="VAE KL floor per latent dimension (default 0)")
     ap.add_argument("--train-seed", type=int, default=0,
                     help="seed of the train/test split of the background and of the model initialisation "
@@ -151,8 +151,7 @@ def main() -> int:
         params["vae"]["beta"] = params["invae"]["beta"] = args.beta
     if args.vae_epochs is not None:
         params["vae"]["epochs"] = args.vae_epochs
-    if args.vae_standardise is not None:
-        params["vae"]["standardise"] = args.vae_standardise
+    params["vae"]["standardise"] = args.vae_standardise
     if args.vae_free_bits is not None:
         params["vae"]["free_bits"] = args.vae_free_bits
     keep = [m for m in args.keep_models.split(",") if m.strip()] if args.reuse else []

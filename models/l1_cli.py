@@ -30,6 +30,8 @@ def train_cmd(
     max_train: Annotated[int | None, typer.Option(min=1, help="Cap on training events per model.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and the training.")] = 0,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Minibatch size (default: each model's own).")] = None,
+    vae_standardise: Annotated[bool, typer.Option("--vae-standardise/--no-vae-standardise",
+                                                  help="Standardise the VAE encoder input (the issue-9 recipe).")] = True,
 ) -> None:
     """Train the L1 models on the store's 'sm' background (the held-out part is kept for evaluation)."""
     from lhcad.log import console
@@ -40,11 +42,18 @@ def train_cmd(
     try:
         paths = l1_jobs.train(store, out, names, epochs=epochs, train_fraction=train_fraction,
                               max_train=max_train, seed=seed,
-                              params={n: {"batch_size": batch_size} for n in names} if batch_size else None)
+                              params=_params(names, batch_size, vae_standardise))
     except (ValueError, StoreError, FileNotFoundError) as exc:
         raise _usage(exc) from None
     for name, path in paths.items():
         console.print(f"{name}: {path}")
+
+
+def _params(names: list[str], batch_size: int | None, vae_standardise: bool) -> dict:
+    params: dict = {n: ({"batch_size": batch_size} if batch_size else {}) for n in names}
+    if "vae" in params:
+        params["vae"]["standardise"] = vae_standardise
+    return params
 
 
 @app.command("score")

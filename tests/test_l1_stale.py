@@ -87,3 +87,12 @@ def test_vae_free_bits_and_folded_standardisation():
         _, mse, kl = vae._terms(vae.module_, torch.from_numpy(x[:512]), sample=False, per_dim=True)
     assert float(loss) >= float(mse.mean()) + 1.0 * 8 * 0.5 / 57 - 1e-6
     assert float(loss) == pytest.approx(float(mse.mean() + kl.mean(0).clamp(min=0.5).sum() / 57), rel=1e-5)
+
+
+def test_recipe_is_the_cli_and_pipeline_default():
+    from lhcad.config import L1Config
+    from lhcad.models.l1_cli import _params
+
+    assert L1Config().vae_standardise is True and L1Config().vae_beta == 1.0 and L1Config().vae_free_bits == 0.0
+    assert _params(["ae", "vae"], None, True) == {"ae": {}, "vae": {"standardise": True}}
+    assert _params(["vae"], 256, False) == {"vae": {"batch_size": 256, "standardise": False}}
