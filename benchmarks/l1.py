@@ -158,7 +158,7 @@ def main() -> int:
     keep = [m for m in keep if m in models and (work / "models" / f"{m}.pt").exists()]
     fit = [m for m in models if m not in keep]
     if keep:
-        print(f"reusing trained models {keep} from {work / 'models'} (their stored scores are kept)")
+        print(f"reusing trained models {keep} from {work / 'models'} (re-scored if their stored scores are stale)")
     if fit:
         with open_cluster(ClusterConfig(type="futures" if len(fit) > 1 else "iterative", workers=args.workers)) as cl:
             l1_jobs.train(store, work / "models", fit, epochs=args.epochs, max_train=args.max_train,
