@@ -521,8 +521,8 @@ def score(cluster, spec: dict, methods, write: bool = True) -> dict:
                              "n_scored": int(np.isfinite(full).sum()),
                              "train_wall_s": sum(i.get("wall_s", 0.0) for i in infos),
                              "score_wall_s": sum(r["wall_s"] for r in res) / len(windows(cfg))}
-            for extra in ("template_auc", "signal_fraction"):
-                vals = [i[extra] for i in infos if extra in i]
+            for extra in ("template_auc", "signal_fraction", "signal_fraction_true"):
+                vals = [i[extra] for i in infos if i.get(extra) is not None]
                 if vals:
                     summary[extra] = float(np.mean(vals))
                     summary[f"{extra}_folds"] = [float(v) for v in vals]

@@ -52,6 +52,8 @@ def test_methods_in_process_scores_and_sic(toy_store, tmp_path):
         assert results[f"{method}__3300_3700"]["max_sic"] > threshold, (method, results)
     assert 0.3 < results["cathode__3300_3700"]["template_auc"] < 1
     assert 0 < results["ranode__3300_3700"]["signal_fraction"] < 1
+    # the true SR signal fraction of the training rows (S/B 5 %: w = 0.048) next to the fitted one
+    assert results["ranode__3300_3700"]["signal_fraction_true"] == pytest.approx(0.048, abs=0.012)
 
     # a rerun with the same settings reuses every artefact
     with open_cluster(ClusterConfig(type="iterative")) as cl:
