@@ -33,7 +33,7 @@ def firmware_cmd(
                                                         "post-training-quantised network reaches this Spearman vs float on background.")] = 0.99,
     output_integer_bits: Annotated[int | None, typer.Option(help="Output integer bits, sign excluded (default: float range + 2).")] = None,
     scale_output: Annotated[bool, typer.Option(help="Scale the VAE mu layer to unit RMS on background (same ranking) before quantising.")] = True,
-    standardise_inputs: Annotated[bool, typer.Option(help="VAE: fold the input RMS into the first layer (firmware reads standardised features).")] = True,
+    standardise_inputs: Annotated[bool, typer.Option(help="VAE without saved standardisation: fold the input RMS into the first layer (a standardised VAE uses its own scale).")] = True,
     sparsity: Annotated[float, typer.Option(help="Target pruning sparsity.")] = 0.5,
     qat_epochs: Annotated[int, typer.Option(help="QAT epochs.")] = 10,
     qat_events: Annotated[int, typer.Option(help="Training events for QAT.")] = 200_000,

@@ -3,8 +3,12 @@
 :func:`build_firmware` reads the model written by ``lhcad l1 train`` (``ae.pt`` / ``vae.pt``) and the
 L1 background from the store, then
 
-1. scales the float μ layer to unit RMS on background (the score Σ(s·μ)² ranks as Σμ²), folds the
-   input RMS into the first layer (the firmware reads standardised features), and derives
+1. scales the float μ layer to unit RMS on background (the score Σ(s·μ)² ranks as Σμ²), sets the
+   firmware input scale — for a VAE trained with standardised input ((x − m)/s saved with the model)
+   the scale ``s`` is unfolded from the first layer (its trained weights come back, the mean offset
+   stays exactly in its bias, the firmware reads ``x / s`` from an upstream per-feature scale: see
+   ``input_transform`` in the report, with its cost and input saturation counts); otherwise the
+   input RMS is folded into the first layer (the firmware reads standardised features) — and derives
    the integer bits of inputs, weights, activations and output from the scaled ranges
    (:mod:`lhcad.deploy.ranges`; explicit bits in the config override); quantises the 57 input features to ``ap_fixed<input_bits, I_in>``;
 2. rebuilds the deployed network in QKeras and re-trains it with QAT while pruning to the total
@@ -130,7 +134,13 @@ def build_firmware(model_path: str | Path, store: str, out: str | Path, cfg=None
         out_scale, in_scale = 1.0, np.ones(xf_train.shape[1])
         if cfg.scale_output and kind == "mu2":
             layers, out_scale = ranges.scale_output(layers, xf_train)
-        if cfg.standardise_inputs and kind == "mu2":  # an AE's score compares output and input: not for it
+        # a VAE trained with standardised input ((x - m) / s, folded into dense1 by dense_layers): unfold the
+        # scale (dense1 gets the trained O(1) weights back, the mean offset stays exactly in its bias) and let
+        # the firmware read x / s; otherwise fold the background RMS (both: input_transform in the report)
+        std = ranges.model_standardisation(model) if kind == "mu2" else None
+        if std is not None:
+            layers, in_scale = ranges.unfold_input_scale(layers, std[1])
+        elif cfg.standardise_inputs and kind == "mu2":  # an AE's score compares output and input: not for it
             layers, in_scale = ranges.standardise_inputs(layers, xf_train)
         xf_train = xf_train / in_scale
         fmt = ranges.formats(layers, xf_train)
@@ -171,7 +181,9 @@ def build_firmware(model_path: str | Path, store: str, out: str | Path, cfg=None
         bar.advance(task)
         # ---- accuracy: C-sim vs QKeras vs float, on held-out background + signals
         samples = {"sm": p_bkg, **p_sig}
-        x_chk = {s: q(p) for s, p in samples.items()}
+        x_raw = {s: model.transform(p) / in_scale for s, p in samples.items()}
+        saturation = {s: ranges.input_saturation(x, cfg.input_bits, in_int) for s, x in x_raw.items()}
+        x_chk = {s: quantize_fixed(x, cfg.input_bits, in_int) for s, x in x_raw.items()}
         s_float = {s: model.score_samples(p) for s, p in samples.items()}
         y_q = {s: qmodel.predict(x, batch_size=8192, verbose=0) for s, x in x_chk.items()}
         y_h = {s: np.asarray(hm.predict(np.ascontiguousarray(x))) for s, x in x_chk.items()}
@@ -245,6 +257,9 @@ def build_firmware(model_path: str | Path, store: str, out: str | Path, cfg=None
                 ("activations", cfg.activation_integer_bits), ("output", cfg.output_integer_bits))},
             "per_layer": {name: lc.get("Precision", {}) for name, lc in hls_cfg["LayerName"].items()},
         },
+        "input_transform": _input_transform(std, in_scale, cfg, in_int, saturation, kq,
+                                            report.latency_estimate(kq, relu, cfg.reuse_factor, cfg.clock_period_ns),
+                                            report.dsp_estimate(kq, cfg.reuse_factor, cfg.weight_bits, in_widths)),
         "rescaling": {"output_scale": out_scale, "input_scale": np.round(in_scale, 6).tolist(),
                       "note": "mu layer weights and bias multiplied by output_scale (mu RMS 1 on background): "
                               "deployed score = output_scale**2 * float score, same ranking; the firmware reads "
@@ -264,6 +279,38 @@ def build_firmware(model_path: str | Path, store: str, out: str | Path, cfg=None
     }
     rep["artefacts"]["firmware_report"] = str(report.write(rep, out / "firmware_report.json"))
     return rep
+
+
+def _input_transform(std, in_scale, cfg, in_int, saturation, kq, lat, dsp) -> dict:
+    """How the input scaling is realised, what it costs, and how many inputs saturate."""
+    n_scaled = int(np.sum(np.asarray(in_scale) != 1.0))
+    from_model = std is not None
+    return {
+        "source": "model standardisation (x - shift) / scale saved with the model" if from_model
+        else "background RMS of each feature (deploy.ranges.standardise_inputs, floor 0.05)" if n_scaled else "none",
+        "firmware_input": "x_i / input_scale_i, ap_fixed<%d,%d> (round to nearest, saturate)" % (cfg.input_bits, in_int),
+        "realised_as": "documented upstream per-feature scale: the L1 object unpacker / GT preprocessing that "
+                       "produces the 57 features multiplies feature i by the constant 1/input_scale_i before the "
+                       "encoder (not inside the hls4ml project); the mean offset is folded exactly into dense1's "
+                       "bias (b' = b - (shift/scale) W)" if from_model else
+                       "documented upstream per-feature scale (x_i / input_scale_i before the encoder); the first "
+                       "layer rows carry input_scale_i (same function)",
+        "input_scale": np.round(np.asarray(in_scale), 6).tolist(),
+        "shift": np.round(std[0], 6).tolist() if from_model else None,
+        "cost_if_in_firmware": {
+            "multiplications": n_scaled,
+            "dsp_upper_bound": n_scaled // cfg.reuse_factor + (n_scaled % cfg.reuse_factor > 0),
+            "latency_cycles": 1 if n_scaled else 0,
+            "dsp_upper_bound_total": dsp["dsp_upper_bound"] + n_scaled // cfg.reuse_factor + (n_scaled % cfg.reuse_factor > 0),
+            "latency_cycles_total": lat["cycles"] + (1 if n_scaled else 0),
+            "latency_ns_total": (lat["cycles"] + (1 if n_scaled else 0)) * cfg.clock_period_ns,
+            "rule": "one constant multiplier per scaled feature (/ reuse_factor, upper bound; a constant "
+                    "multiply of a <= 18-bit input often maps to LUT shift-adds), one pipeline cycle; "
+                    "not counted in resources/latency, which cover the hls4ml project only"},
+        "saturation": saturation,
+        "saturation_note": "inputs outside the ap_fixed range on the check samples (background = held-out 'sm'); "
+                           "the integer bits cover the training-background maximum with 1 bit of headroom",
+    }
 
 
 def _per(v, name: str) -> int:

@@ -16,6 +16,10 @@ the quantised encoder cannot rank events (QKeras vs float Spearman 0.5 measured)
    effect on background, so magnitude pruning (tfmot) removes the unimportant ones. Measured on the
    benchmark VAE, 64 % of the first layer pruned without retraining: Spearman 0.55 vs −0.22 for
    plain magnitude pruning (0.86 vs 0.02 on a smaller VAE).
+   A VAE trained with standardised input ((x − m) / s, s ≥ 0.01, folded into its first layer by
+   ``dense_layers``) instead gets :func:`unfold_input_scale`: the firmware reads ``x / s`` and the
+   first layer its trained weights (folded, they span ~100× and quantisation lost the ranking:
+   QKeras vs float Spearman 0.47 on the CI toy).
 3. :func:`prune_targets` — the total sparsity is taken from the first layer first; the μ layer is
    pruned last (pruning it at 50 % drove the QAT loss from 0.3 to 16).
 4. :func:`formats` — integer bits per tensor from the (scaled) ranges: weights and biases of each
@@ -88,6 +92,43 @@ def standardise_inputs(layers, x: np.ndarray, floor: float = 0.05) -> tuple[list
                       bias=np.asarray(layer.bias, np.float64).copy()) for layer in layers]
     layers[0].weight *= r[:, None]
     return layers, r
+
+
+def model_standardisation(model) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(shift, scale)`` of a model trained with standardised encoder input ((x − shift) / scale,
+    saved with the model; :func:`lhcad.models.l1_base.fit_standardisation`), or None (identity)."""
+    m = getattr(model, "module_", None)
+    if m is None or not hasattr(m, "scale") or not hasattr(m, "shift"):
+        return None
+    shift = m.shift.detach().cpu().numpy().astype(np.float64)
+    scale = m.scale.detach().cpu().numpy().astype(np.float64)
+    if np.all(shift == 0) and np.all(scale == 1):
+        return None
+    return shift, scale
+
+
+def unfold_input_scale(layers, scale: np.ndarray) -> tuple[list, np.ndarray]:
+    """Undo the per-feature *scale* of a folded input standardisation (W' = W / s → W) and keep its
+    mean offset in the first bias (b' = b − (m / s)·W, exact): the deployed network reads ``x / s``
+    (a per-feature scale applied at the input) and its first layer holds the weights the model was
+    trained with (O(1), not spread over ~100×). Same function: (x / s)·W + b' = ((x − m) / s)·W + b.
+    Returns ``(layers, s)`` like :func:`standardise_inputs`."""
+    s = np.asarray(scale, np.float64)
+    layers = [replace(layer, weight=np.asarray(layer.weight, np.float64).copy(),
+                      bias=np.asarray(layer.bias, np.float64).copy()) for layer in layers]
+    layers[0].weight *= s[:, None]
+    return layers, s
+
+
+def input_saturation(x: np.ndarray, width: int, integer: int) -> dict:
+    """How many inputs ``x`` (already divided by the input scale) fall outside ``ap_fixed<width, integer>``
+    (saturated by the firmware input): events with ≥ 1 saturated feature, values, and the features hit."""
+    step = 2.0 ** -(width - integer)
+    lo, hi = -(2.0 ** (integer - 1)), 2.0 ** (integer - 1) - step
+    sat = (np.asarray(x) < lo - step / 2) | (np.asarray(x) > hi + step / 2)
+    return {"events": int(sat.any(1).sum()), "n_events": len(x), "fraction_events": float(sat.any(1).mean()),
+            "values": int(sat.sum()), "features": np.flatnonzero(sat.any(0)).tolist(),
+            "max_abs_input": float(np.abs(x).max()) if len(x) else 0.0}
 
 
 def prune_targets(layers, total: float, max_per_layer: float = 0.8) -> dict[str, float]:

