@@ -9,12 +9,11 @@ Encoder 57 → 24 → 12 → (μ, log σ²) of dimension 8 (≈ 3.5 k FLOPs for 
 over the minibatch before the ``free_bits`` floor; divided by the number of features, so β = 1
 weights both terms per input feature). β is linearly warmed up over the first ``warmup`` epochs.
 Scores: ``mu2`` (Σμ², encoder only), ``loss`` (the full per-event loss with the decoder run on μ),
-``kl``. With ``standardise`` (the recipe: on in ``lhcad l1 train``, ``L1Config.vae_standardise``
-and ``benchmarks/l1.py``; off in the class itself because the deploy stage does not yet keep the
-ranking of the folded, up-to-100× first-layer weights after quantisation) the encoder first maps each feature to zero mean and unit
-variance on the training background, (x − m) / max(s, 0.01); the shift and scale are saved with the
-model and folded into the first dense layer for deployment (:meth:`VAE.dense_layers`: same FLOPs,
-same inputs as the firmware sees).
+``kl``. With ``standardise`` (the recipe, the default) the encoder first maps each feature to zero
+mean and unit variance on the training background, (x − m) / max(s, 0.01); the shift and scale are
+saved with the model and folded into the first dense layer (:meth:`VAE.dense_layers`: same FLOPs).
+The deploy stage unfolds the scale again (``deploy.ranges.unfold_input_scale``: the firmware reads
+x / s, the mean offset stays exactly in the first bias), so quantisation sees the trained weights.
 
 Recipe (issue 9; scan in ``.bench/l1.json`` → ``recipe``): β = 1, warm-up 3 epochs, free_bits = 0,
 latent 8, Adam 3e-3 with cosine decay, 20 epochs, standardised encoder input. At β = 1 the posterior
@@ -79,7 +78,7 @@ class VAE(VariationalObjective, L1Estimator):
 
     def __init__(self, hidden: tuple[int, ...] = (24, 12), latent_dim: int = 8, beta: float = 1.0,
                  warmup: int = 3, epochs: int = 20, batch_size: int = 1024, lr: float = 3e-3, seed: int = 0,
-                 free_bits: float = 0.0, standardise: bool = False):
+                 free_bits: float = 0.0, standardise: bool = True):
         self.hidden = hidden
         self.latent_dim = latent_dim
         self.beta = beta
