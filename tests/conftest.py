@@ -29,3 +29,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         raise RuntimeError(f"real test data not found at {SHARED_DATA} (../shared must sit beside the repo)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The CI machine has 2 shared cores: one torch thread in the test process while a module runs (restored after).
+    Modules that train torch models use it via ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

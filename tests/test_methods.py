@@ -17,15 +17,7 @@ from lhcad.models.vaeqr import JET_VARS, VAEQR, JetVAE, per_jet_columns, sideban
 from lhcad.store import DIJET_COLUMNS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The CI machine has 2 shared cores: torch's own thread pool only adds contention here."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------------ toys

@@ -17,15 +17,7 @@ from lhcad.models.metrics import sic_summary
 from lhcad.models.preprocessing import LogitScaler
 from lhcad.models.ranode import RANODE
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The CI machine has 2 shared cores: one torch thread per test process (restored after)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FLOW = {"transforms": 2, "hidden": (16, 16), "epochs": 3, "batch_size": 256, "lr": 3e-3, "device": "cpu"}

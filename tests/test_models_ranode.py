@@ -11,14 +11,7 @@ from lhcad.models.ranode import RANODE, em_fraction
 TRUE_W = 0.05
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_em_fraction_is_the_mixture_mle_for_exact_densities():
