@@ -32,18 +32,21 @@ class StaleScoresError(ValueError):
     """Stored scores that do not belong to the current model/split, or that are NaN where evaluated."""
 
 
-def file_fingerprint(path: str | Path) -> str:
-    """SHA-256 (first 16 hex digits) of a file: identifies one trained model."""
+def _digest(data: bytes) -> str:
+    """SHA-256, first 16 hex digits."""
     import hashlib
 
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """Digest of a file: identifies one trained model."""
+    return _digest(Path(path).read_bytes())
 
 
 def rows_fingerprint(rows: np.ndarray) -> str:
-    """SHA-256 (first 16 hex digits) of a row-index array: identifies one background split."""
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
+    """Digest of a row-index array: identifies one background split."""
+    return _digest(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
 
 
 def split_fingerprint(models_dir: str | Path) -> str:
@@ -52,6 +55,15 @@ def split_fingerprint(models_dir: str | Path) -> str:
     if not split_file.exists():
         raise FileNotFoundError(f"{split_file}: missing (written by `lhcad l1 train`)")
     return rows_fingerprint(np.load(split_file)["train_rows"])
+
+
+def _other_split(model, models_dir: Path, name: str, split: str) -> str | None:
+    """Why ``model`` does not belong to ``split`` (trained on other rows, now in the test set); None: it does."""
+    trained_on = getattr(model, "train_split_", None)
+    if trained_on is None or trained_on == split:
+        return None
+    return (f"model {name}: {models_dir / (name + '.pt')} was trained on another background split ({trained_on}) "
+            f"than {models_dir / 'split.npz'} ({split})")
 
 
 def stale_reason(root, models_dir: str | Path, name: str, kind: str, model=None) -> str | None:
@@ -68,10 +80,9 @@ def stale_reason(root, models_dir: str | Path, name: str, kind: str, model=None)
     except KeyError:
         return f"l1/scores/{key} not found (run `lhcad l1 score`)"
     split = split_fingerprint(models_dir)
-    trained_on = getattr(model, "train_split_", None)
-    if trained_on is not None and trained_on != split:
-        return (f"model {models_dir / (name + '.pt')} was trained on another background split ({trained_on}) than "
-                f"{models_dir / 'split.npz'} ({split}): retrain it with this --seed/--train-seed")
+    wrong_split = _other_split(model, models_dir, name, split)
+    if wrong_split:
+        return f"{wrong_split}: retrain it with this --seed/--train-seed"
     have = attrs.get("model_sha256")
     if have != file_fingerprint(models_dir / f"{name}.pt"):
         return (f"l1/scores/{key} was written by another model ({have or 'no fingerprint'}) than "
@@ -175,14 +186,13 @@ def kept_models_to_rescore(store: str, models_dir: str | Path, names) -> list[st
 
     root = open_store(store, mode="r")
     paths = model_paths(models_dir)
+    split = split_fingerprint(models_dir)
     rescore = []
     for name in names:
         model = load_model(paths[name])
-        split = split_fingerprint(models_dir)
-        if getattr(model, "train_split_", None) not in (None, split):
-            raise StaleScoresError(f"model {name}: {paths[name]} was trained on another background split "
-                                   f"({model.train_split_}) than {Path(models_dir) / 'split.npz'} ({split}); "
-                                   f"retrain it (drop it from --keep-models) or use its --train-seed")
+        wrong_split = _other_split(model, Path(models_dir), name, split)
+        if wrong_split:
+            raise StaleScoresError(f"{wrong_split}; retrain it (drop it from --keep-models) or use its --train-seed")
         if any(stale_reason(root, models_dir, name, kind, model) for kind in model.score_kinds):
             rescore.append(name)
     return rescore
@@ -283,6 +293,7 @@ def evaluate(store: str, models_dir: str | Path, out: str | Path | None = None, 
             raise FileNotFoundError(f"{models_dir}: no saved model(s) {missing} (have: {sorted(paths)})")
         paths = {n: p for n, p in paths.items() if n in only}
     models = {name: load_model(p) for name, p in paths.items()}
+    used = np.r_[test_rows, *sig_rows.values()]  # the rows evaluated (NaN check)
     for name, model in models.items():
         result["flops"][name] = M.model_flops(model)
         for kind in model.score_kinds:
@@ -291,7 +302,6 @@ def evaluate(store: str, models_dir: str | Path, out: str | Path | None = None, 
             if why:
                 raise StaleScoresError(f"model {name}, score {key}: {why}")
             s = read_scores(root, "l1", f"{name}__{kind}")
-            used = np.r_[test_rows, *sig_rows.values()]
             n_nan = int(np.isnan(s[used]).sum())
             if n_nan:
                 raise StaleScoresError(f"model {name}, score l1/scores/{name}__{kind}: {n_nan} NaN scores on the "
