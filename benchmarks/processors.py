@@ -21,12 +21,16 @@ Measured in one run (on generated dijet NanoAOD from ``lhcad generate dijet``):
   ``ratio_to_raw`` they allow (``cpu_ceiling_ratio_to_raw`` = raw read CPU / steps CPU) and what the
   1-worker Dask run spends beyond them (``cpu_overhead_s_1_worker``: scheduler, worker and driver
   event loops, task (de)serialisation, coffea's per-chunk file open);
+* ``raw_scaling_2_procs``: the machine's own reference for the scaling figure, measured in the
+  same run: the raw uproot read of the same chunks in one process vs split over two;
 * ``scaling_2_workers_run`` / ``_consolidate``: the speed-up of each phase alone; ``store_mb`` vs
   ``columns_raw_mb``: the dijet table on disk vs its uncompressed size (codec: ``store_codec``);
 * the load average (1, 5, 15 min) before and after every repeat: on a shared machine the wall
   figures are only as good as that; the CPU figures (best of the repeats) much less disturbed.
 
-Fairness: every timed run follows a small warm-up run on the same (fresh) cluster, so one-time
+Fairness: the raw read and the in-process runs happen in a process with the same allocator
+thresholds as the Dask workers (:func:`lhcad.cluster.tune_malloc`; the workers also start with
+:func:`lhcad.cluster.worker_environ`, whose arena setting only matters for non-main threads); every timed run follows a small warm-up run on the same (fresh) cluster, so one-time
 imports (and numba's one-time initialisation per process, which NanoEvents needs anyway) are
 not counted, and preprocesses its files itself (coffea's metadata cache is cleared);
 the input files are read once before any measurement (warm page cache for every
@@ -99,6 +103,45 @@ def _raw_uproot(fileset: Path, branches: list[str], step: int) -> tuple[int, flo
                                      how=dict)
                 n += len(next(iter(arrays.values())))
     return n, time.perf_counter() - t0, _cpu_s() - c0
+
+
+def _read_ranges(ranges: list[tuple[str, int, int]], branches: list[str]) -> int:
+    import uproot
+
+    n = 0
+    for f, start, stop in ranges:
+        with uproot.open(f) as fh:
+            n += len(next(iter(fh["Events"].arrays(branches, entry_start=start, entry_stop=stop, how=dict).values())))
+    return n
+
+
+def _raw_scaling(fileset: Path, branches: list[str], step: int, repeat: int) -> dict[str, float]:
+    """The machine's own reference for ``scaling_2_workers``: the raw uproot read of the same chunks
+    in one process vs split over two (spawned, warmed-up processes; best of ``repeat`` each)."""
+    import multiprocessing
+
+    import uproot
+
+    from lhcad.cluster import tune_malloc
+
+    ranges = []
+    for f in _files(fileset):
+        with uproot.open(f) as fh:
+            n = fh["Events"].num_entries
+        ranges += [(f, a, min(n, a + step)) for a in range(0, n, step)]
+    halves = [ranges[0::2], ranges[1::2]]
+    one, two = [], []
+    with multiprocessing.get_context("spawn").Pool(2, initializer=tune_malloc) as pool:
+        pool.starmap(_read_ranges, [(r[:1], branches) for r in halves], chunksize=1)  # imports
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            pool.apply(_read_ranges, (ranges, branches))
+            one.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            pool.starmap(_read_ranges, [(r, branches) for r in halves], chunksize=1)
+            two.append(time.perf_counter() - t0)
+    return {"raw_wall_1_proc_s": round(min(one), 3), "raw_wall_2_procs_s": round(min(two), 3),
+            "raw_scaling_2_procs": round(min(one) / min(two), 3)}
 
 
 def _warm_imports() -> None:
@@ -212,16 +255,17 @@ def _peak_rss_mb() -> float:
 
 
 def _run_dask(fileset: Path, store: Path, workers: int, chunksize: int) -> tuple[dict, float, float, float]:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    from lhcad.cluster import Cluster
+    from lhcad.cluster import Cluster, make_dask_cluster
     from lhcad.config import ClusterConfig
     from lhcad.processors.runner import process
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      memory_limit="3GiB") as lc, Client(lc) as client:
+    # lhcad's own dask-local cluster (worker processes with lhcad.cluster.worker_environ())
+    cfg = ClusterConfig(type="dask-local", workers=workers, threads_per_worker=1, memory_limit="3GiB")
+    with make_dask_cluster(cfg) as lc, Client(lc) as client:
         client.run(_warm_imports)  # one-time imports on a fresh worker: not part of the measurement
-        cluster = Cluster(ClusterConfig(type="dask-local", workers=workers), client)
+        cluster = Cluster(cfg, client)
         process("dijet", str(_warmup_fileset(store.parent)), str(store.parent / "warmup.zarr"), chunksize=2000,
                 cluster=cluster)
         _forget_file_metadata()
@@ -279,6 +323,9 @@ def main(argv: list[str] | None = None) -> dict:
         args.events, args.chunksize = 40_000, 10_000
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from lhcad import log
+    from lhcad.cluster import tune_malloc
+
+    tune_malloc()  # the raw read and the in-process runs get the allocator settings the workers get
 
     log._state["quiet"] = True
     tmp = Path(tempfile.mkdtemp(prefix="lhcad-bench-"))
@@ -307,6 +354,7 @@ def main(argv: list[str] | None = None) -> dict:
             wall0, cpu0 = _run_iterative(fileset, tmp / "store0.zarr", args.chunksize)
             keep("iterative", (), wall0, cpu0)
             load.append(os.getloadavg())
+        raw_scaling = _raw_scaling(fileset, branches, args.chunksize, args.repeat)
         breakdowns = [_cpu_breakdown(fileset, branches, args.chunksize, tmp) for _ in range(args.repeat)]
         breakdown = {k: min(b[k] for b in breakdowns) for k in breakdowns[0]}
         load.append(os.getloadavg())
@@ -334,6 +382,9 @@ def main(argv: list[str] | None = None) -> dict:
             "wall_1_worker_s": round(wall1, 2),
             "wall_2_workers_s": round(wall2, 2),
             "scaling_2_workers": round(wall1 / wall2, 3),
+            # the same machine's ceiling for reading alone, measured in this run: the raw uproot read
+            # of the same chunks in 1 process vs 2 (memory-bound work scales less than 2x on a VM)
+            **raw_scaling,
             "scaling_2_workers_run": round(s1["run_s"] / s2["run_s"], 3),
             "scaling_2_workers_consolidate": round(s1["consolidate_s"] / s2["consolidate_s"], 3),
             "peak_worker_rss_mb": round(max(rss1, rss2), 1),

@@ -18,6 +18,8 @@ import awkward as ak
 import numpy as np
 from coffea import processor
 
+from lhcad.cluster import tune_malloc  # noqa: F401 - processes that stream chunks call it
+
 from . import parts as _parts
 
 # NanoAODSchema warns about cross-references of collections a skim (or the generator) does not
@@ -25,33 +27,6 @@ from . import parts as _parts
 warnings.filterwarnings("ignore", message="Missing cross-reference index", category=RuntimeWarning)
 warnings.filterwarnings("ignore", message="Branch .* already exists but its values will be replaced",
                         category=RuntimeWarning)
-
-
-_MALLOC_TUNED = False
-
-
-def tune_malloc() -> None:
-    """Keep chunk-sized numpy buffers on the heap in this process (Linux glibc; once per process).
-
-    Work-around: Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also turns
-    off glibc's dynamic mmap threshold, so every array above 128 KiB is a fresh ``mmap`` whose pages
-    fault in again on each use (measured: 3.7x the page faults, +50 % CPU for the dijet chunk).
-    Restoring glibc's own upper limits (mmap above 32 MiB, trim above 64 MiB) keeps memory
-    returned to the OS for large frees while chunk buffers are reused.
-    """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return
-    _MALLOC_TUNED = True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 32 << 20)
-        libc.mallopt(m_trim_threshold, 64 << 20)
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
 
 
 class InputError(ValueError):

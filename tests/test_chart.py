@@ -20,6 +20,7 @@ import yaml
 from check_jsonschema.cli.main_command import main as check_jsonschema_main
 from click.testing import CliRunner
 
+from lhcad.cluster import worker_environ
 from lhcad.config import load
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,6 +212,9 @@ def test_render_matrix_is_valid_kubernetes(chart, values, tmp_path):
                 assert "data" not in mounts, owner
                 assert c["envFrom"] == [{"secretRef": {"name": "lhcad-s3"}}], owner
                 assert {"name": "AWS_ENDPOINT_URL", "value": "https://s3.cern.ch"} in c["env"], owner
+            if c["name"] == "worker":  # the allocator settings lhcad's own LocalCluster gives its workers
+                env = {e["name"]: e.get("value") for e in c["env"]}
+                assert {k: env.get(k) for k in worker_environ()} == worker_environ(), owner
             if c["name"] == "lhcad":
                 assert c["command"] == ["lhcad"] and c["args"] == ["run", "/config/config.yaml"], owner
                 assert mounts["config"] == "/config"

@@ -98,6 +98,39 @@ def test_tasks_do_not_oversubscribe_the_cpus(local_cluster):
         assert threads == {max(1, cpus // concurrent)}
 
 
+def allocator_settings(_item) -> tuple:
+    """(MALLOC_* environment, glibc's trim threshold after tune_malloc) in the process running a task."""
+    import ctypes
+
+    from lhcad.cluster import tune_malloc
+
+    class MallInfo2(ctypes.Structure):  # glibc >= 2.33: only to see the heap is kept after a free
+        _fields_ = [(name, ctypes.c_size_t) for name in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                     "keepcost")]
+
+    tune_malloc()
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    libc.malloc.restype = ctypes.c_void_p
+    blocks = [libc.malloc(1 << 20) for _ in range(256)]  # 256 MiB in 1 MiB blocks (< mmap threshold)
+    for b in blocks:
+        libc.free(ctypes.c_void_p(b))
+    kept = libc.mallinfo2().fordblks  # freed bytes the heap still holds (not returned to the OS)
+    return {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}, kept >= 200 << 20
+
+
+def test_workers_keep_their_heap_between_chunks(local_cluster):
+    """dask-local workers start with lhcad's allocator environment (one arena, 1 GiB trim
+    threshold instead of Dask's 64 KiB); in every back-end a freed chunk's memory stays in the heap."""
+    from lhcad.cluster import worker_environ
+
+    env, kept = local_cluster.map(allocator_settings, [0])[0]
+    assert kept
+    if local_cluster.config.type == "dask-local":
+        assert env == worker_environ()
+
+
 def test_map_retries_a_failing_task(local_cluster, tmp_path):
     calls = counters(tmp_path, 4)
     items = [(calls[0], 0, 0), (calls[1], 1, 2), (calls[2], 2, 1), (calls[3], 3, 0)]

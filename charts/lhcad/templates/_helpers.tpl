@@ -209,13 +209,20 @@ address ("" = from DASK_SCHEDULER_ADDRESS, which the operator sets)).
       containerPort: 8788
       protocol: TCP
   {{- $env := include "lhcad.storageEnv" $root | trim }}
-  {{- if or $env $root.Values.worker.extraEnv }}
   env:
+    # glibc allocator settings for chunk-streaming workers (= lhcad.cluster.worker_environ();
+    # tests/test_chart.py checks they agree). Dask's nanny overrides MALLOC_TRIM_THRESHOLD_ for its
+    # worker; lhcad.cluster.tune_malloc sets it again at run time.
+    - name: MALLOC_ARENA_MAX
+      value: "1"
+    - name: MALLOC_MMAP_THRESHOLD_
+      value: "33554432"
+    - name: MALLOC_TRIM_THRESHOLD_
+      value: "1073741824"
     {{- with $env }}{{ . | nindent 4 }}{{ end }}
     {{- with $root.Values.worker.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- end }}
   {{- with (include "lhcad.storageEnvFrom" $root | trim) }}{{ . | nindent 2 }}{{ end }}
   resources:
     {{- include "lhcad.resources" (dict "resources" .group.resources "gpus" (ternary .group.gpus 0 .gpu)) | nindent 4 }}
