@@ -3,7 +3,8 @@
 Measured in one run (on generated dijet NanoAOD from ``lhcad generate dijet``):
 
 * ``raw_uproot_events_per_s_per_core``: ``uproot`` reading exactly the branches the processor
-  materialises (coffea's access log), one process;
+  materialises (coffea's access log), in one warmed-up worker process of its own (as a Dask worker;
+  ``raw_uproot_in_driver_events_per_s``: the same read in the benchmark's process, for context);
 * ``events_per_s_per_core``: ``lhcad.processors.runner.process("dijet", ...)`` on a Dask LocalCluster
   with 1 worker × 1 thread — everything included (preprocessing, features, part writes,
   consolidation into Zarr);
@@ -28,18 +29,18 @@ Measured in one run (on generated dijet NanoAOD from ``lhcad generate dijet``):
 * the load average (1, 5, 15 min) before and after every repeat: on a shared machine the wall
   figures are only as good as that; the CPU figures (best of the repeats) much less disturbed.
 
-Fairness: the raw read and the in-process runs happen in a process with the same allocator
-thresholds as the Dask workers (:func:`lhcad.cluster.tune_malloc`; the workers also start with
-:func:`lhcad.cluster.worker_environ`, whose arena setting only matters for non-main threads); every timed run follows a small warm-up run on the same (fresh) cluster, so one-time
-imports (and numba's one-time initialisation per process, which NanoEvents needs anyway) are
-not counted, and preprocesses its files itself (coffea's metadata cache is cleared);
-the input files are read once before any measurement (warm page cache for every
-measurement alike); the raw read and the processor runs happen in the same invocation; with
-``--repeat N`` each measurement is taken N times, interleaved, and the best of each is reported
-(wall figures from the fastest run, CPU figures the smallest of the repeats). Each Dask
-measurement starts its own LocalCluster (workers × 1 thread, ``processes=True``), imports and
-warms it up, then times one ``process`` call, as a user running ``lhcad process`` against a
-running cluster would see it.
+Fairness: the raw reference read runs in a worker process of its own, with the Dask workers'
+allocator settings (:func:`lhcad.cluster.tune_malloc`), warmed up like them; every timed Dask run
+follows a small warm-up run on the same (fresh) cluster, so one-time imports (and numba's one-time
+initialisation per process, which NanoEvents needs anyway) are not counted, and preprocesses its
+files itself (coffea's metadata cache is cleared); the input files are read once before any
+measurement (warm page cache for every measurement alike); everything happens in the same
+invocation. With ``--repeat N`` each measurement is taken N times and the best of each is reported
+(wall figures from the fastest run, CPU figures the smallest of the repeats): the 1- and 2-worker
+Dask runs interleaved first, then the raw reads, then the in-process runs (which would disturb the
+Dask runs' scheduler in this process). Each Dask measurement starts lhcad's own dask-local cluster
+(workers × 1 thread, worker processes), imports and warms it up, then times one ``process`` call,
+as a user running ``lhcad process`` against a running cluster would see it.
 
     python benchmarks/processors.py --json .bench/processors.json          # 2 M events, 500 k chunks
     python benchmarks/processors.py --quick                                 # smoke run (40 k events)
@@ -105,19 +106,27 @@ def _raw_uproot(fileset: Path, branches: list[str], step: int) -> tuple[int, flo
     return n, time.perf_counter() - t0, _cpu_s() - c0
 
 
-def _read_ranges(ranges: list[tuple[str, int, int]], branches: list[str]) -> int:
+def _read_ranges(ranges: list[tuple[str, int, int]], branches: list[str]) -> tuple[int, float]:
+    """(events, CPU seconds) of the raw uproot read of ``ranges`` (file, start, stop) in this process."""
     import uproot
 
     n = 0
+    c0 = _cpu_s()
     for f, start, stop in ranges:
         with uproot.open(f) as fh:
             n += len(next(iter(fh["Events"].arrays(branches, entry_start=start, entry_stop=stop, how=dict).values())))
-    return n
+    return n, _cpu_s() - c0
 
 
-def _raw_scaling(fileset: Path, branches: list[str], step: int, repeat: int) -> dict[str, float]:
-    """The machine's own reference for ``scaling_2_workers``: the raw uproot read of the same chunks
-    in one process vs split over two (spawned, warmed-up processes; best of ``repeat`` each)."""
+def _raw_processes(fileset: Path, branches: list[str], step: int, repeat: int) -> dict[str, float]:
+    """The raw uproot read of the processor's chunks in worker processes of its own.
+
+    Two spawned processes with the workers' allocator settings, warmed up (imports, one chunk each)
+    like the Dask workers are: all chunks read in one of them (the ``ratio_to_raw`` reference) and
+    split over both (the machine's own reference for ``scaling_2_workers``); best of ``repeat`` each.
+    Not in the benchmark's own process: a large read there, which also runs the Dask scheduler,
+    slowed the Dask run after it (2 workers: 1.24-1.44 s -> 2.77-3.20 s wall).
+    """
     import multiprocessing
 
     import uproot
@@ -130,18 +139,18 @@ def _raw_scaling(fileset: Path, branches: list[str], step: int, repeat: int) -> 
             n = fh["Events"].num_entries
         ranges += [(f, a, min(n, a + step)) for a in range(0, n, step)]
     halves = [ranges[0::2], ranges[1::2]]
-    one, two = [], []
+    one, one_cpu, two = [], [], []
     with multiprocessing.get_context("spawn").Pool(2, initializer=tune_malloc) as pool:
         pool.starmap(_read_ranges, [(r[:1], branches) for r in halves], chunksize=1)  # imports
         for _ in range(repeat):
             t0 = time.perf_counter()
-            pool.apply(_read_ranges, (ranges, branches))
+            events, cpu = pool.apply(_read_ranges, (ranges, branches))
             one.append(time.perf_counter() - t0)
+            one_cpu.append(cpu)
             t0 = time.perf_counter()
             pool.starmap(_read_ranges, [(r, branches) for r in halves], chunksize=1)
             two.append(time.perf_counter() - t0)
-    return {"raw_wall_1_proc_s": round(min(one), 3), "raw_wall_2_procs_s": round(min(two), 3),
-            "raw_scaling_2_procs": round(min(one) / min(two), 3)}
+    return {"events": events, "wall_1": min(one), "cpu_1": min(one_cpu), "wall_2": min(two)}
 
 
 def _warm_imports() -> None:
@@ -343,26 +352,29 @@ def main(argv: list[str] | None = None) -> dict:
                 best[name] = (wall, *result)
             min_cpu[name] = min(cpu, min_cpu.get(name, cpu))
 
+        # the Dask runs first, nothing heavy in this process (the scheduler's) in between
         for _ in range(args.repeat):
             s1, wall1, cpu1, rss1 = _run_dask(fileset, tmp / "store1.zarr", 1, args.chunksize)
             keep("dask1", (s1, rss1), wall1, cpu1)
-            branches = s1["branches_read"]
-            n_raw, raw_s, raw_cpu = _raw_uproot(fileset, branches, args.chunksize)
-            keep("raw", (n_raw,), raw_s, raw_cpu)
             s2, wall2, cpu2, rss2 = _run_dask(fileset, tmp / "store2.zarr", 2, args.chunksize)
             keep("dask2", (s2, rss2), wall2, cpu2)
+            load.append(os.getloadavg())
+        branches = s1["branches_read"]
+        raw = _raw_processes(fileset, branches, args.chunksize, args.repeat)
+        for _ in range(args.repeat):
             wall0, cpu0 = _run_iterative(fileset, tmp / "store0.zarr", args.chunksize)
             keep("iterative", (), wall0, cpu0)
-            load.append(os.getloadavg())
-        raw_scaling = _raw_scaling(fileset, branches, args.chunksize, args.repeat)
+            n_drv, drv_s, drv_cpu = _raw_uproot(fileset, branches, args.chunksize)
+            keep("raw_in_driver", (n_drv,), drv_s, drv_cpu)
         breakdowns = [_cpu_breakdown(fileset, branches, args.chunksize, tmp) for _ in range(args.repeat)]
         breakdown = {k: min(b[k] for b in breakdowns) for k in breakdowns[0]}
         load.append(os.getloadavg())
         wall1, s1, rss1 = best["dask1"]
         wall2, s2, rss2 = best["dask2"]
-        raw_s, n_raw = best["raw"]
         (wall0,) = best["iterative"]
-        cpu1, cpu2, raw_cpu, cpu0 = (min_cpu[k] for k in ("dask1", "dask2", "raw", "iterative"))
+        drv_s, _n = best["raw_in_driver"]
+        cpu1, cpu2, cpu0 = (min_cpu[k] for k in ("dask1", "dask2", "iterative"))
+        n_raw, raw_s, raw_cpu = raw["events"], raw["wall_1"], raw["cpu_1"]
         steps = sum(v for k, v in breakdown.items() if k != "raw_uproot")
         events = s1["events_processed"]
         assert n_raw == events, (n_raw, events)
@@ -377,6 +389,9 @@ def main(argv: list[str] | None = None) -> dict:
             "events_per_s_per_core": round(eps, 1),
             "raw_uproot_events_per_s_per_core": round(raw_eps, 1),
             "ratio_to_raw": round(eps / raw_eps, 3),
+            # the same read in the benchmark's own process (warm, and where the scheduler runs), after the Dask runs
+            "raw_uproot_in_driver_events_per_s": round(events / drv_s, 1),
+            "ratio_to_raw_in_driver": round(eps * drv_s / events, 3),
             "iterative_events_per_s": round(events / wall0, 1),
             "iterative_ratio_to_raw": round(events / wall0 / raw_eps, 3),
             "wall_1_worker_s": round(wall1, 2),
@@ -384,7 +399,9 @@ def main(argv: list[str] | None = None) -> dict:
             "scaling_2_workers": round(wall1 / wall2, 3),
             # the same machine's ceiling for reading alone, measured in this run: the raw uproot read
             # of the same chunks in 1 process vs 2 (memory-bound work scales less than 2x on a VM)
-            **raw_scaling,
+            "raw_wall_1_proc_s": round(raw["wall_1"], 3),
+            "raw_wall_2_procs_s": round(raw["wall_2"], 3),
+            "raw_scaling_2_procs": round(raw["wall_1"] / raw["wall_2"], 3),
             "scaling_2_workers_run": round(s1["run_s"] / s2["run_s"], 3),
             "scaling_2_workers_consolidate": round(s1["consolidate_s"] / s2["consolidate_s"], 3),
             "peak_worker_rss_mb": round(max(rss1, rss2), 1),
