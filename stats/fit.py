@@ -50,8 +50,8 @@ class FitResult:
     @property
     def chi2(self) -> float:
         """Pearson χ² over the fitted bins."""
-        m = self.mask
-        return float((((self.counts - self.expected) ** 2) / np.maximum(self.expected, 1e-12))[m].sum())
+        n, mu = self.counts[self.mask], self.expected[self.mask]
+        return float(((n - mu) ** 2 / np.maximum(mu, 1e-12)).sum())
 
     @property
     def deviance(self) -> float:
@@ -210,9 +210,14 @@ def fit_spectrum(
     else:
         cov = np.full((npar, npar), np.nan)
     errors = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    expected = func.expected(params, edges, mask)
-    exp_cov = _prediction_cov(func, params, cov, edges, mask) if np.all(np.isfinite(cov)) else np.zeros((counts.size,) * 2)
+    # a fit that failed can end where the function diverges in bins it does not constrain (the masked
+    # signal region): its prediction overflows there, and it does not count as a valid fit
+    with np.errstate(invalid="ignore"):
+        expected = func.expected(params, edges, mask)
+    finite = bool(np.all(np.isfinite(expected)))
+    exp_cov = (_prediction_cov(func, params, cov, edges, mask) if finite and np.all(np.isfinite(cov))
+               else np.zeros((counts.size,) * 2))
     return FitResult(
-        npar=npar, params=params, errors=errors, cov=cov, valid=bool(m.valid), nll=float(m.fval),
+        npar=npar, params=params, errors=errors, cov=cov, valid=bool(m.valid) and finite, nll=float(m.fval),
         edges=edges, counts=counts, mask=mask, expected=expected, expected_cov=exp_cov, sqrt_s=sqrt_s,
     )

@@ -54,7 +54,8 @@ class DijetFunction:
         x_hi = np.asarray(hi, dtype=float)[:, None] / self.sqrt_s
         half = 0.5 * (x_hi - x_lo)
         x = 0.5 * (x_hi + x_lo) + half * _GL_NODES[None, :]
-        wg = half * _GL_WEIGHTS[None, :] * np.exp(self.basis(x) @ np.asarray(shape_pars, dtype=float))
+        with np.errstate(over="ignore"):  # parameters where f diverges give inf: callers check finiteness
+            wg = half * _GL_WEIGHTS[None, :] * np.exp(self.basis(x) @ np.asarray(shape_pars, dtype=float))
         s = wg.sum(axis=1)
         if not with_grad:
             return s
