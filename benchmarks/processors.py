@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -91,20 +92,23 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _raw_uproot(fileset: Path, branches: list[str], step: int) -> tuple[int, float, float]:
+def _chunk_ranges(fileset: Path, step: int) -> list[tuple[str, int, int]]:
+    """(file, start, stop) of every chunk of ``step`` events, in fileset order (as the processor's)."""
     import uproot
 
-    n = 0
-    c0 = _cpu_s()
-    t0 = time.perf_counter()
+    ranges = []
     for f in _files(fileset):
         with uproot.open(f) as fh:
-            tree = fh["Events"]
-            for start in range(0, tree.num_entries, step):
-                arrays = tree.arrays(branches, entry_start=start, entry_stop=min(tree.num_entries, start + step),
-                                     how=dict)
-                n += len(next(iter(arrays.values())))
-    return n, time.perf_counter() - t0, _cpu_s() - c0
+            n = fh["Events"].num_entries
+        ranges += [(f, a, min(n, a + step)) for a in range(0, n, step)]
+    return ranges
+
+
+def _raw_uproot(ranges: list[tuple[str, int, int]], branches: list[str]) -> tuple[int, float, float]:
+    """(events, wall s, CPU s) of the raw read of ``ranges`` in this process."""
+    t0 = time.perf_counter()
+    n, cpu = _read_ranges(ranges, branches)
+    return n, time.perf_counter() - t0, cpu
 
 
 def _read_ranges(ranges: list[tuple[str, int, int]], branches: list[str]) -> tuple[int, float]:
@@ -128,17 +132,9 @@ def _raw_processes(fileset: Path, branches: list[str], step: int, repeat: int) -
     Not in the benchmark's own process: a large read there, which also runs the Dask scheduler,
     slowed the Dask run after it (2 workers: 1.24-1.44 s -> 2.77-3.20 s wall).
     """
-    import multiprocessing
-
-    import uproot
-
     from lhcad.cluster import tune_malloc
 
-    ranges = []
-    for f in _files(fileset):
-        with uproot.open(f) as fh:
-            n = fh["Events"].num_entries
-        ranges += [(f, a, min(n, a + step)) for a in range(0, n, step)]
+    ranges = _chunk_ranges(fileset, step)
     halves = [ranges[0::2], ranges[1::2]]
     one, one_cpu, two = [], [], []
     with multiprocessing.get_context("spawn").Pool(2, initializer=tune_malloc) as pool:
@@ -205,43 +201,36 @@ def _cpu_breakdown(fileset: Path, branches: list[str], chunksize: int, tmp: Path
     out = dict.fromkeys(steps, 0.0)
     parts_root = str(tmp / "breakdown.zarr" / "_parts" / "dijet")
     entries = []
-    for f in _files(fileset):
-        with uproot.open(f) as fh:
-            n_entries = fh["Events"].num_entries
-        for start in range(0, n_entries, chunksize):
-            stop = min(n_entries, start + chunksize)
-            for timed in (False, True):  # the first read of a chunk pays this process's fresh pages
-                c = _cpu_s()
-                with uproot.open(f) as fh:
-                    fh["Events"].arrays(branches, entry_start=start, entry_stop=stop, how=dict)
-                out["raw_uproot"] += (_cpu_s() - c) * timed
-            proc = DijetProcessor()
-            proc.missing = set()
-            c = _cpu_s()
-            fh = uproot.open({f: None})
-            ev = NanoEventsFactory.from_root(file=fh, treepath="Events", entry_start=start, entry_stop=stop,
-                                             schemaclass=NanoAODSchema, mode="virtual",
-                                             preload=proc.bulk_branches()).events()
-            raw = raw_events(ev)
-            out["open_nanoevents"] += _cpu_s() - c
-            c = _cpu_s()
-            for b in branches:
-                values = branch(raw, b)
-                if b.startswith("FatJet_"):
-                    np.asarray(values.layout.content.data)
-                else:
-                    ak.to_numpy(values)
-            out["read_branches"] += _cpu_s() - c
-            c = _cpu_s()
-            arrays, _extra = proc.compute(raw, {})
-            out["features"] += _cpu_s() - c
-            key = f"c{len(entries):04d}"
-            entry = {"key": key, "dataset": "data", "status": "done", "events_out": len(arrays["mjj"])}
-            c = _cpu_s()
-            parts.write_part(parts_root, key, arrays, entry)
-            out["part_write"] += _cpu_s() - c
-            entries.append(entry)
-            fh.close()
+    for f, start, stop in _chunk_ranges(fileset, chunksize):
+        _read_ranges([(f, start, stop)], branches)  # the first read of a chunk pays fresh pages
+        out["raw_uproot"] += _read_ranges([(f, start, stop)], branches)[1]
+        proc = DijetProcessor()
+        proc.missing = set()
+        c = _cpu_s()
+        fh = uproot.open({f: None})
+        ev = NanoEventsFactory.from_root(file=fh, treepath="Events", entry_start=start, entry_stop=stop,
+                                         schemaclass=NanoAODSchema, mode="virtual",
+                                         preload=proc.bulk_branches()).events()
+        raw = raw_events(ev)
+        out["open_nanoevents"] += _cpu_s() - c
+        c = _cpu_s()
+        for b in branches:
+            values = branch(raw, b)
+            if b.startswith("FatJet_"):
+                np.asarray(values.layout.content.data)
+            else:
+                ak.to_numpy(values)
+        out["read_branches"] += _cpu_s() - c
+        c = _cpu_s()
+        arrays, _extra = proc.compute(raw, {})
+        out["features"] += _cpu_s() - c
+        key = f"c{len(entries):04d}"
+        entry = {"key": key, "dataset": "data", "status": "done", "events_out": len(arrays["mjj"])}
+        c = _cpu_s()
+        parts.write_part(parts_root, key, arrays, entry)
+        out["part_write"] += _cpu_s() - c
+        entries.append(entry)
+        fh.close()
     from lhcad import store as _store
 
     c = _cpu_s()
@@ -368,12 +357,10 @@ def main(argv: list[str] | None = None) -> dict:
         for _ in range(args.repeat):
             wall0, cpu0 = _run_iterative(fileset, tmp / "store0.zarr", args.chunksize)
             keep("iterative", (), wall0, cpu0)
-            n_drv, drv_s, drv_cpu = _raw_uproot(fileset, branches, args.chunksize)
+            n_drv, drv_s, drv_cpu = _raw_uproot(_chunk_ranges(fileset, args.chunksize), branches)
             keep("raw_in_driver", (n_drv,), drv_s, drv_cpu)
         # in a fresh process of its own (as the raw reference): in this one, after the runs above, the
         # same steps measured up to 2x more CPU (part writes 0.27-0.54 s vs 0.07 s)
-        import multiprocessing
-
         with multiprocessing.get_context("spawn").Pool(1) as pool:
             pool.apply(_cpu_breakdown, (_warmup_fileset(tmp), branches, 2000, tmp))  # one-time costs
             breakdowns = [pool.apply(_cpu_breakdown, (fileset, branches, args.chunksize, tmp))
