@@ -34,8 +34,8 @@ allocator settings (:func:`lhcad.cluster.tune_malloc`), warmed up like them; eve
 follows an untimed pass over the same fileset and chunk size on the same (fresh) cluster, so
 one-time imports, numba's one-time initialisation per process and the growth of each worker's heap
 to its steady size are not counted (as for the raw reference processes, warmed with a whole chunk
-each), and preprocesses its files itself (coffea's metadata cache is cleared); the input files are read once before any
-measurement (warm page cache for every measurement alike); everything happens in the same
+each), and preprocesses its files itself (coffea's metadata cache is cleared); the input files are
+read once before any measurement (warm page cache for every measurement alike); everything happens in the same
 invocation. With ``--repeat N`` each measurement is taken N times and the best of each is reported
 (wall figures from the fastest run, CPU figures the smallest of the repeats): the 1- and 2-worker
 Dask runs interleaved first, then the raw reads, then the in-process runs (which would disturb the
