@@ -207,10 +207,11 @@ def _cpu_breakdown(fileset: Path, branches: list[str], chunksize: int, tmp: Path
     from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
     from lhcad import log
+    from lhcad.cluster import tune_malloc
     from lhcad.log import progress_map
     from lhcad.processors import consolidate as cons
     from lhcad.processors import parts
-    from lhcad.processors.base import branch, raw_events, tune_malloc
+    from lhcad.processors.base import branch, raw_events
     from lhcad.processors.dijet import DijetProcessor
 
     tune_malloc()

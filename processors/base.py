@@ -18,7 +18,7 @@ import awkward as ak
 import numpy as np
 from coffea import processor
 
-from lhcad.cluster import tune_malloc  # noqa: F401 - processes that stream chunks call it
+from lhcad.cluster import tune_malloc
 
 from . import parts as _parts
 
